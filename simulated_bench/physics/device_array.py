@@ -1,0 +1,271 @@
+"""Common machinery of the simulated device families: state, random streams, sampling, counters.
+
+A device family is a struct of arrays: one torch tensor per parameter, with one entry per
+device, never a Python object per device. Subclasses supply the physics through four hooks:
+
+- ``transition(idx, start, amplitude, width)``: probability of each level after one pulse
+  from level ``start`` (write-time randomness, CrossSim's "write error");
+- ``signal_levels(idx)``: the raw signal of each level (Kerr volts, ohms);
+- ``read_noise(idx)``: standard deviation of that signal (CrossSim's "read error");
+- ``pulse_energy(idx, start, amplitude, width)``: joules dissipated by one pulse.
+
+Level 0 is the reference state that ``reset`` puts a device in (DW before the notch, MTJ in P,
+DW-MTJ wall at the first site).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from analysis.switching_laws import read_confusion, threshold_read_errors
+
+Tensor = torch.Tensor
+Index = Tensor | slice | None
+
+
+@dataclass
+class PhysicsCounters:
+    """What the simulated chip has been asked to do, and the energy it dissipated (joules)."""
+
+    pulses: int = 0
+    resets: int = 0
+    reads: int = 0
+    trials: int = 0
+    energy_j: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class RandomStreams:
+    """Separate, seeded random streams for construction, writing and reading.
+
+    Keeping them apart means that, for one seed, the devices built are the same whatever is
+    later written or read, and adding reads to a protocol does not change its write outcomes.
+    """
+
+    def __init__(self, seed: int):
+        construction, write, read = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
+        self.construction = torch.Generator().manual_seed(int(construction) >> 1)
+        self.write = torch.Generator().manual_seed(int(write) >> 1)
+        self.read = torch.Generator().manual_seed(int(read) >> 1)
+
+
+def spread(nominal: float, relative: float, n: int, gen: torch.Generator, *, lognormal: bool = False):
+    """Device-to-device spread: ``n`` values around ``nominal`` with relative std ``relative``.
+
+    Normal by default; lognormal (always positive, same relative std to first order) for
+    quantities that must stay positive.
+    """
+    z = torch.randn(n, generator=gen, dtype=torch.float64)
+    if lognormal:
+        return (nominal * torch.exp(relative * z)).float()
+    return (nominal * (1.0 + relative * z)).float()
+
+
+def sample_levels(probs: Tensor, gen: torch.Generator) -> Tensor:
+    """One categorical draw per row of ``probs`` (rows sum to 1), using one uniform per row."""
+    u = torch.rand(probs.shape[:-1], generator=gen, dtype=probs.dtype).unsqueeze(-1)
+    cdf = probs.cumsum(-1)
+    return (u > cdf[..., :-1]).sum(-1)
+
+
+def multinomial_counts(repeats: int, probs: Tensor, gen: torch.Generator) -> Tensor:
+    """Counts of ``repeats`` independent categorical draws per row, as K-1 binomial samples.
+
+    Exact (the conditional-binomial construction of the multinomial) and far cheaper than
+    ``repeats`` separate draws when ``repeats`` is large.
+    """
+    n_rows, levels = probs.shape
+    counts = torch.zeros(n_rows, levels, dtype=torch.int64)
+    remaining = torch.full((n_rows,), float(repeats), dtype=probs.dtype)
+    left = torch.ones(n_rows, dtype=probs.dtype)
+    for k in range(levels - 1):
+        p = (probs[:, k] / left.clamp(min=1e-12)).clamp(0.0, 1.0)
+        c = torch.binomial(remaining, p, generator=gen)
+        counts[:, k] = c.long()
+        remaining = remaining - c
+        left = left - probs[:, k]
+    counts[:, -1] = remaining.long()
+    return counts
+
+
+class DeviceArray(ABC):
+    """Base of the simulated device families (see the module docstring)."""
+
+    family: str = ""
+    amplitude_unit: str = ""
+    signal_unit: str = ""
+
+    def __init__(self, n: int, levels: int, seed: int, read_energy_j: float, reset_energy_j: float):
+        if n < 1:
+            raise ValueError(f"number of devices must be >= 1, got {n}")
+        self.n = n
+        self.levels = levels
+        self.streams = RandomStreams(seed)
+        self.state = torch.zeros(n, dtype=torch.int64)
+        self.stuck = torch.zeros(n, dtype=torch.bool)
+        self.read_energy_j = read_energy_j
+        self.reset_energy_j = reset_energy_j
+        self.counters = PhysicsCounters()
+
+    # ------------------------------------------------------------------ family hooks
+    @abstractmethod
+    def transition(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
+        ...
+
+    @abstractmethod
+    def signal_levels(self, idx: Index) -> Tensor:
+        ...
+
+    @abstractmethod
+    def read_noise(self, idx: Index) -> Tensor:
+        ...
+
+    @abstractmethod
+    def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
+        ...
+
+    def reference_transition(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        """Level probabilities after one pulse from the reference state; families may speed it up."""
+        start = torch.zeros(self._count(idx), dtype=torch.int64)
+        return self.transition(idx, start, amplitude, width)
+
+    # ------------------------------------------------------------------ operations
+    def _count(self, idx: Index) -> int:
+        return self.n if idx is None else len(range(self.n)[idx]) if isinstance(idx, slice) else len(idx)
+
+    @staticmethod
+    def _sel(t: Tensor, idx: Index) -> Tensor:
+        return t if idx is None else t[idx]
+
+    def reset(self, idx: Index) -> None:
+        """Put devices into the reference state (stuck devices stay where they are)."""
+        count = self._count(idx)
+        self._set_state(idx, torch.zeros(count, dtype=torch.int64))
+        self.counters.resets += count
+        self.counters.energy_j += count * self.reset_energy_j
+
+    def pulse(self, idx: Index, amplitude: Tensor, width: Tensor) -> None:
+        """Apply one write pulse per selected device; the outcome is random (write stream)."""
+        start = self._sel(self.state, idx)
+        probs = self.transition(idx, start, amplitude, width)
+        self._set_state(idx, sample_levels(probs, self.streams.write))
+        self.counters.pulses += len(start)
+        self.counters.energy_j += float(self.pulse_energy(idx, start, amplitude, width).sum())
+
+    def read(self, idx: Index, repeats: int = 1) -> tuple[Tensor, Tensor]:
+        """Read ``repeats`` times: raw signal ``(len(idx), repeats)`` and decoded level (nearest level)."""
+        levels = self.signal_levels(idx)  # (m, K)
+        state = self._sel(self.state, idx)
+        true_signal = levels.gather(1, state.unsqueeze(1))
+        noise = self.read_noise(idx).unsqueeze(1)
+        z = torch.randn(len(state), repeats, generator=self.streams.read)
+        signal = true_signal + noise * z
+        decoded = (signal.unsqueeze(-1) - levels.unsqueeze(1)).abs().argmin(-1)
+        self.counters.reads += len(state) * repeats
+        self.counters.energy_j += len(state) * repeats * self.read_energy_j
+        return signal, decoded
+
+    def observed_transition(self, idx: Index, amplitude: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
+        """Probabilities of the true and of the read-out level after reset + pulse.
+
+        The read-out probabilities fold in read errors through the confusion matrix of a
+        nearest-level read, so a trial's outcome can be drawn exactly without simulating the
+        signal. Stuck devices always show their stuck level.
+        """
+        probs = self.reference_transition(idx, amplitude, width)
+        stuck = self._sel(self.stuck, idx)
+        if bool(stuck.any()):
+            pinned = torch.nn.functional.one_hot(self._sel(self.state, idx), self.levels).to(probs.dtype)
+            probs = torch.where(stuck.unsqueeze(-1), pinned, probs)
+        confusion = read_confusion(self.signal_levels(idx).double(), self.read_noise(idx).double())
+        observed = torch.einsum("ms,msr->mr", probs.double(), confusion).to(probs.dtype)
+        return probs, observed
+
+    def trial(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
+        """``repeats`` times reset + pulse + read; returns read-out level counts ``(len(idx), levels)``.
+
+        Trials are independent given the device, so the counts are one multinomial sample
+        (one binomial for binary devices), which is exact and much cheaper than ``repeats`` draws.
+        """
+        probs, observed = self.observed_transition(idx, amplitude, width)
+        if repeats == 1:
+            counts = torch.nn.functional.one_hot(sample_levels(observed, self.streams.write), self.levels)
+        else:
+            counts = multinomial_counts(repeats, observed, self.streams.write)
+        self._set_state(idx, sample_levels(probs, self.streams.write))
+        self._count_trials(idx, amplitude, width, len(counts), repeats)
+        return counts
+
+    def _set_state(self, idx: Index, new: Tensor) -> None:
+        """Store new levels for the selected devices; stuck devices keep theirs."""
+        new = torch.where(self._sel(self.stuck, idx), self._sel(self.state, idx), new)
+        if idx is None:
+            self.state = new
+        else:
+            self.state[idx] = new
+
+    def _count_trials(self, idx: Index, amplitude: Tensor, width: Tensor, m: int, repeats: int) -> None:
+        """Count ``repeats`` resets, pulses and reads on ``m`` devices, and their energy."""
+        start = torch.zeros(m, dtype=torch.int64)
+        energy = float(self.pulse_energy(idx, start, amplitude, width).sum())
+        c = self.counters
+        c.trials += m * repeats
+        c.pulses += m * repeats
+        c.resets += m * repeats
+        c.reads += m * repeats
+        c.energy_j += repeats * (energy + m * (self.reset_energy_j + self.read_energy_j))
+
+
+class BinaryDeviceArray(DeviceArray):
+    """A two-level family: switching has one probability per pulse, read errors one rate.
+
+    ``trial`` takes a fast path here: one uniform per trial for ``repeats == 1`` and one
+    binomial sample per device otherwise, with the read error folded into the probability.
+    """
+
+    @abstractmethod
+    def switch_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        """Probability of leaving the reference state in one pulse."""
+        ...
+
+    def reference_transition(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        p = self.switch_probability(idx, amplitude, width)
+        return torch.stack([1.0 - p, p], dim=-1)
+
+    def read_error(self, idx: Index) -> Tensor:
+        levels = self.signal_levels(idx)
+        return threshold_read_errors(levels[:, 1] - levels[:, 0], self.read_noise(idx))
+
+    def trial_switched(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
+        """Number of trials, out of ``repeats``, read as switched: shape ``(len(idx),)`` int64."""
+        p = self.switch_probability(idx, amplitude, width)
+        stuck = self._sel(self.stuck, idx)
+        if bool(stuck.any()):
+            p = torch.where(stuck, self._sel(self.state, idx).to(p.dtype), p)
+        e = self.read_error(idx)
+        gen = self.streams.write
+        if repeats == 1:
+            # One uniform decides both the true outcome (u < p) and what is read: read as
+            # switched when u < p(1-e) or p <= u < p + (1-p)e, which has probability
+            # p(1-e) + (1-p)e and the right joint law with the true outcome.
+            u = torch.rand(p.shape, generator=gen, dtype=p.dtype)
+            true = u < p
+            observed = (u < p * (1.0 - e)) | (~true & (u < p + (1.0 - p) * e))
+            switched = observed.long()
+            final = true.long()
+        else:
+            switched = torch.binomial(torch.full_like(p, float(repeats)), p + e * (1.0 - 2.0 * p), generator=gen).long()
+            final = (torch.rand(p.shape, generator=gen, dtype=p.dtype) < p).long()
+        self._set_state(idx, final)
+        self._count_trials(idx, amplitude, width, len(final), repeats)
+        return switched
+
+    def trial(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
+        switched = self.trial_switched(idx, amplitude, width, repeats)
+        return torch.stack([repeats - switched, switched], dim=-1)

@@ -1,0 +1,96 @@
+"""Binary spin-transfer-torque MTJ switched by voltage pulses, read by its resistance (TMR).
+
+Level 0 is the parallel state P (low resistance, the reference after reset), level 1 the
+antiparallel state AP, with ``R_AP = R_P * (1 + TMR)``. A positive pulse switches P -> AP, a
+negative one AP -> P, each with its own thermal-activation law (Koch et al.):
+``P = 1 - exp(-(t/tau0) * exp(-Delta * (1 - |V|/Vc0)))``. A pulse of the other polarity, or on a
+device already in the target state, leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.energy import electrical_pulse_energy
+from analysis.switching_laws import thermal_switching
+
+from .device_array import BinaryDeviceArray, Index, spread
+
+Tensor = torch.Tensor
+
+
+class STTMTJArray(BinaryDeviceArray):
+    """``n`` STT-MTJs with per-device Delta, Vc0 for each direction, R_P and TMR.
+
+    r_p in ohms; tmr as a fraction (1.5 = 150 %); delta dimensionless; vc0 in volts; tau0 in
+    seconds; read_noise in ohms; read_bias (volts) and read_time (seconds) set the read energy.
+    """
+
+    family = "stt_mtj"
+    amplitude_unit = "V"
+    signal_unit = "Ohm"
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        r_p: float = 3e3,
+        tmr: float = 1.5,
+        delta_p2ap: float = 45.0,
+        vc0_p2ap: float = 0.8,
+        delta_ap2p: float = 42.0,
+        vc0_ap2p: float = 0.6,
+        tau0: float = 1e-9,
+        delta_spread: float = 0.05,
+        vc0_spread: float = 0.03,
+        r_spread: float = 0.03,
+        read_noise: float = 60.0,
+        read_bias: float = 0.05,
+        read_time: float = 1e-6,
+        reset_energy_j: float = 2e-12,
+    ):
+        super().__init__(n, 2, seed, 0.0, reset_energy_j)
+        g = self.streams.construction
+        self.r_p = spread(r_p, r_spread, n, g, lognormal=True)
+        self.r_ap = self.r_p * spread(1.0 + tmr, r_spread, n, g, lognormal=True)
+        self.delta_p2ap = spread(delta_p2ap, delta_spread, n, g)
+        self.vc0_p2ap = spread(vc0_p2ap, vc0_spread, n, g)
+        self.delta_ap2p = spread(delta_ap2p, delta_spread, n, g)
+        self.vc0_ap2p = spread(vc0_ap2p, vc0_spread, n, g)
+        self.tau0 = tau0
+        self.noise = torch.full((n,), read_noise)
+        self.resistance_levels = torch.stack([self.r_p, self.r_ap], dim=-1)
+        # Read energy: V^2/R * t, at the mean of the two resistances (per read, joules).
+        self.read_energy_j = float(read_bias**2 / (0.5 * (r_p + r_p * (1 + tmr))) * read_time)
+
+    def switch_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        """P -> AP probability of a pulse (zero for non-positive voltages)."""
+        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
+        width = torch.as_tensor(width, dtype=torch.float32)
+        p = thermal_switching(amplitude.clamp(min=0.0), width, self._sel(self.delta_p2ap, idx), self._sel(self.vc0_p2ap, idx), self.tau0)
+        return torch.where(amplitude > 0, p, torch.zeros_like(p))
+
+    def reverse_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        """AP -> P probability of a pulse (zero for non-negative voltages)."""
+        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
+        width = torch.as_tensor(width, dtype=torch.float32)
+        p = thermal_switching((-amplitude).clamp(min=0.0), width, self._sel(self.delta_ap2p, idx), self._sel(self.vc0_ap2p, idx), self.tau0)
+        return torch.where(amplitude < 0, p, torch.zeros_like(p))
+
+    def transition(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
+        up = self.switch_probability(idx, amplitude, width)
+        down = self.reverse_probability(idx, amplitude, width)
+        p_ap = torch.where(start == 0, up, 1.0 - down)
+        return torch.stack([1.0 - p_ap, p_ap], dim=-1)
+
+    def signal_levels(self, idx: Index) -> Tensor:
+        return self._sel(self.resistance_levels, idx)
+
+    def read_noise(self, idx: Index) -> Tensor:
+        return self._sel(self.noise, idx)
+
+    def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
+        resistance = self.signal_levels(idx).gather(1, start.unsqueeze(1)).squeeze(1)
+        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
+        return electrical_pulse_energy(amplitude, resistance, torch.as_tensor(width, dtype=torch.float32))
