@@ -1,0 +1,1 @@
+"""Instrument drivers behind role interfaces (PulseSource, FieldSupply, KerrReadout, Positioner, SourceMeter, Switch)."""

@@ -1,0 +1,1 @@
+"""Protocols: what runs on a chip (calibrate, program, train, infer), seen only through SynapseArray."""
