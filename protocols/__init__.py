@@ -1,1 +1,11 @@
-"""Protocols: what runs on a chip (calibrate, program, train, infer), seen only through SynapseArray."""
+"""Protocols: what runs on a chip (calibrate, program, train, infer), seen only through SynapseArray.
+
+``REGISTRY`` maps the ``kind`` named in a protocol file to its class.
+"""
+
+from .base import ChipProtocol, Settings
+from .calibration import Calibration
+
+REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration,)}
+
+__all__ = ["REGISTRY", "ChipProtocol", "Settings"]

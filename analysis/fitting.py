@@ -1,0 +1,885 @@
+"""Batched maximum-likelihood fits of the switching laws to per-device trial counts.
+
+Every fit takes the counts of many devices at once (``n`` devices, ``m`` pulse amplitudes per
+device) and fits all of them in one call, without a Python loop over devices: devices are
+independent, so the summed negative log-likelihood separates, and the per-device gradients
+and ``(P, P)`` Hessians come out of a few batched autograd passes. The optimiser is a damped
+Newton method (Levenberg-Marquardt, one damping factor per device) that freezes each device
+as soon as it has converged.
+
+Parameterisation. The natural parameters have awkward SI scales (fields ~1e-3 T, slopes
+~1e3 /T, mobilities ~1e12 sites/(A s)), so each fit works in internal, normalised parameters:
+locations (``x0``, ``h0``, ``i_c``) as offsets from their initial value in units of the
+curve's width, positive quantities (``dx``, ``sigma``, ``delta``, ``mobility``) as logarithms
+relative to their initial value, and the contrast ``a`` as ``logit(a)``. Everything is
+reported in the natural parameters:
+
+* ``estimate`` -- the maximum-likelihood estimate;
+* ``stderr`` -- square roots of the diagonal of the inverse observed Fisher information
+  (Hessian of the negative log-likelihood at the maximum), carried to the natural parameters
+  by the delta method, ``cov = J H^-1 J^T`` with ``J = d natural / d internal``;
+* ``ci_low``, ``ci_high`` -- the Wald interval ``estimate -/+ z * stderr`` at ``level`` on
+  the natural scale (the interval one quotes for ``x0``, ``delta``, ``vc0``, ``i_c`` ...),
+  clipped to the parameter's domain (``a`` to ``(0, 1]``, positive quantities at 0).
+
+Likelihood. Probabilities from the laws are pulled away from 0 and 1 by mixing with a tiny
+constant (``p -> eps + (1 - 2 eps) p``, ``eps = 1e-12``), which keeps the log-likelihood and
+its derivatives finite when the model says an observed outcome is impossible. ``loglik`` is
+the full log-likelihood including the binomial / multinomial coefficients, so that it is
+comparable between laws fitted to the same counts.
+
+Failure handling. A device is ``converged`` only if the damped Newton iteration reached a
+stationary point (Newton decrement ``g^T H^-1 g`` below tolerance, i.e. the last step was a
+tiny fraction of a standard error) with a positive-definite Hessian, strictly inside the
+box that bounds the internal parameters, with finite standard errors, and if its data can
+identify the law at all (for binomial laws: at least one trial, and not every trial with the
+same outcome). Otherwise ``converged`` is False; estimates are still finite (the last
+iterate), and standard errors that cannot be computed are ``inf`` with the interval the whole
+domain. No NaN is returned.
+
+Nothing here imports the rest of labctl.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import torch
+
+from .switching_laws import (
+    dwmtj_landing,
+    gaussian_depinning,
+    logistic_depinning,
+    thermal_switching,
+)
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "FitResult",
+    "fit_logistic",
+    "fit_gaussian",
+    "fit_thermal",
+    "fit_dwmtj_landing",
+]
+
+DTYPE = torch.float64
+_EPS = 1e-12  # probabilities are mixed as eps + (1 - 2 eps) p in the log-likelihood
+_LOG_BOX = 25.0  # bound on log-parameters relative to their initial value (factor ~7e10)
+_LOC_BOX = 1e4  # bound on location offsets, in units of the curve width
+_LOGIT_BOX = 30.0  # bound on logit(a)
+_DEC_TOL = 1e-10  # Newton decrement g^T H^-1 g (nats); = squared step in standard errors
+_MAX_ITER = 100
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Per-device maximum-likelihood estimates of one law's parameters.
+
+    names: parameter names, in column order. estimate, stderr, ci_low, ci_high: ``(n, P)``
+    float64 tensors in natural (SI) units; stderr from the inverse observed Fisher information
+    (delta method through the internal parameterisation); ci_low / ci_high: Wald interval at
+    ``level`` on the natural scale, clipped to the parameter's domain. loglik: ``(n,)`` full
+    log-likelihood at the estimate. converged: ``(n,)`` bool (see the module docstring).
+    cov: ``(n, P, P)`` covariance of the estimates (natural units; ``inf`` where unavailable).
+    n_iter: ``(n,)`` number of damped Newton iterations used.
+    """
+
+    names: tuple[str, ...]
+    estimate: Tensor
+    stderr: Tensor
+    ci_low: Tensor
+    ci_high: Tensor
+    loglik: Tensor
+    converged: Tensor
+    level: float
+    cov: Tensor | None = None
+    n_iter: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.estimate.shape[0])
+
+    def _column(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown parameter {name!r}; this fit has {self.names}") from None
+
+    def param(self, name: str) -> Tensor:
+        """``(n,)`` estimates of parameter ``name``."""
+        return self.estimate[:, self._column(name)]
+
+    def stderr_of(self, name: str) -> Tensor:
+        """``(n,)`` standard errors of parameter ``name``."""
+        return self.stderr[:, self._column(name)]
+
+    def interval(self, name: str) -> tuple[Tensor, Tensor]:
+        """``(low, high)``, each ``(n,)``: the Wald interval of parameter ``name`` at ``level``."""
+        j = self._column(name)
+        return self.ci_low[:, j], self.ci_high[:, j]
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Flat dict of numpy arrays for storage (e.g. one HDF5 dataset per key).
+
+        Keys: ``<name>``, ``<name>_stderr``, ``<name>_ci_low``, ``<name>_ci_high`` for each
+        parameter (each ``(n,)`` float64), ``loglik`` ``(n,)`` and ``converged`` ``(n,)`` bool.
+        ``level`` is an attribute of the result, not an array.
+        """
+        out: dict[str, np.ndarray] = {}
+        for j, name in enumerate(self.names):
+            out[name] = self.estimate[:, j].detach().cpu().numpy().copy()
+            out[f"{name}_stderr"] = self.stderr[:, j].detach().cpu().numpy().copy()
+            out[f"{name}_ci_low"] = self.ci_low[:, j].detach().cpu().numpy().copy()
+            out[f"{name}_ci_high"] = self.ci_high[:, j].detach().cpu().numpy().copy()
+        out["loglik"] = self.loglik.detach().cpu().numpy().copy()
+        out["converged"] = self.converged.detach().cpu().numpy().astype(bool)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------------------------
+
+
+def _as_tensor(x: Any, name: str, device: torch.device | None = None) -> Tensor:
+    try:
+        t = torch.as_tensor(x, device=device)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
+        raise ValueError(f"{name}: expected a number or array of numbers, got {type(x).__name__}") from exc
+    if t.is_complex():
+        raise ValueError(f"{name}: expected real numbers, got complex {t.dtype}")
+    if t.dtype == torch.bool:
+        t = t.to(torch.int64)
+    t = t.to(dtype=DTYPE, device=device)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    return t
+
+
+def _device_of(*xs: Any) -> torch.device:
+    for x in xs:
+        if isinstance(x, Tensor):
+            return x.device
+    return torch.device("cpu")
+
+
+def _check_level(level: float) -> float:
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: expected a confidence level strictly between 0 and 1, got {level}")
+    return level
+
+
+def _counts(x: Any, name: str, device: torch.device, ndim: int) -> Tensor:
+    t = _as_tensor(x, name, device)
+    if t.dim() != ndim:
+        shape = "(n, m)" if ndim == 2 else "(n, m, levels)"
+        raise ValueError(f"{name}: expected a {ndim}-D array of counts with shape {shape}, got shape {tuple(t.shape)}")
+    if bool((t < 0).any()):
+        raise ValueError(f"{name}: counts must be non-negative, got minimum {t.min().item():g}")
+    if not bool((t == t.round()).all()):
+        raise ValueError(f"{name}: counts must be whole numbers")
+    return t
+
+
+def _per_point(x: Any, name: str, n: int, m: int, device: torch.device, allow_scalar: bool = False) -> Tensor:
+    """A per-pulse quantity given as (m,) shared by all devices, or (n, m) per device.
+
+    Always returned contiguous: some torch reductions (median) misbehave on expanded views.
+    """
+    return _per_point_view(x, name, n, m, device, allow_scalar).contiguous()
+
+
+def _per_point_view(x: Any, name: str, n: int, m: int, device: torch.device, allow_scalar: bool) -> Tensor:
+    t = _as_tensor(x, name, device)
+    if t.dim() == 0 and allow_scalar:
+        return t.expand(n, m)
+    if t.dim() == 1:
+        if t.shape[0] != m:
+            raise ValueError(f"{name}: expected shape (m,) = ({m},) or (n, m) = ({n}, {m}), got shape {tuple(t.shape)}")
+        return t.unsqueeze(0).expand(n, m)
+    if t.dim() == 2:
+        if tuple(t.shape) != (n, m):
+            raise ValueError(f"{name}: expected shape (m,) = ({m},) or (n, m) = ({n}, {m}), got shape {tuple(t.shape)}")
+        return t
+    raise ValueError(f"{name}: expected shape (m,) = ({m},) or (n, m) = ({n}, {m}), got shape {tuple(t.shape)}")
+
+
+def _binomial_inputs(
+    x: Any, x_name: str, switched: Any, trials: Any, extra: Mapping[str, Any] | None = None
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    device = _device_of(switched, x, trials)
+    k = _counts(switched, "switched", device, 2)
+    n, m = k.shape
+    if m == 0:
+        raise ValueError("switched: expected at least one pulse amplitude per device (m >= 1), got m = 0")
+    h = _per_point(x, x_name, n, m, device)
+    N = _as_tensor(trials, "trials", device)
+    if N.dim() == 0:
+        N = N.expand(n, m)
+    elif N.dim() == 1 and N.shape[0] == m:
+        N = N.unsqueeze(0).expand(n, m)
+    elif tuple(N.shape) != (n, m):
+        raise ValueError(f"trials: expected an int, shape (m,) = ({m},) or (n, m) = ({n}, {m}), got shape {tuple(N.shape)}")
+    if bool((N < 0).any()):
+        raise ValueError(f"trials: must be non-negative, got minimum {N.min().item():g}")
+    if not bool((N == N.round()).all()):
+        raise ValueError("trials: must be whole numbers")
+    bad = k > N
+    if bool(bad.any()):
+        i, j = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"switched: must not exceed trials, but device {i} pulse {j} has switched={k[i, j].item():g} "
+            f"> trials={N[i, j].item():g}"
+        )
+    others = {key: _per_point(v, key, n, m, device) for key, v in (extra or {}).items()}
+    return h, k, N.contiguous(), others
+
+
+def _init_matrix(init: Any, names: tuple[str, ...], auto: Tensor) -> Tensor:
+    """Merge a user's ``init`` (mapping name -> scalar/(n,), or (P,)/(n, P) array) into ``auto``."""
+    if init is None:
+        return auto
+    n, P = auto.shape
+    out = auto.clone()
+    if isinstance(init, Mapping):
+        unknown = set(init) - set(names)
+        if unknown:
+            raise ValueError(f"init: unknown parameter(s) {sorted(unknown)}; expected names from {names}")
+        for name, value in init.items():
+            v = _as_tensor(value, f"init[{name!r}]", auto.device)
+            if v.dim() == 0:
+                v = v.expand(n)
+            if tuple(v.shape) != (n,):
+                raise ValueError(f"init[{name!r}]: expected a scalar or shape (n,) = ({n},), got shape {tuple(v.shape)}")
+            out[:, names.index(name)] = v
+        return out
+    v = _as_tensor(init, "init", auto.device)
+    if v.dim() == 1 and v.shape[0] == P:
+        return v.unsqueeze(0).expand(n, P).clone()
+    if tuple(v.shape) == (n, P):
+        return v.clone()
+    raise ValueError(
+        f"init: expected a mapping of {names} to values, or an array of shape (P,) = ({P},) or "
+        f"(n, P) = ({n}, {P}), got shape {tuple(v.shape)}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Likelihoods
+# --------------------------------------------------------------------------------------------
+
+
+def _binomial_nll(p: Tensor, k: Tensor, N: Tensor) -> Tensor:
+    p = _EPS + (1.0 - 2.0 * _EPS) * p
+    return -(k * torch.log(p) + (N - k) * torch.log1p(-p)).sum(-1)
+
+
+def _binomial_const(k: Tensor, N: Tensor) -> Tensor:
+    return (torch.lgamma(N + 1) - torch.lgamma(k + 1) - torch.lgamma(N - k + 1)).sum(-1)
+
+
+def _multinomial_nll(p: Tensor, counts: Tensor) -> Tensor:
+    L = p.shape[-1]
+    p = (p + _EPS) / (1.0 + L * _EPS)
+    return -(counts * torch.log(p)).sum((-1, -2))
+
+
+def _multinomial_const(counts: Tensor) -> Tensor:
+    N = counts.sum(-1)
+    return (torch.lgamma(N + 1) - torch.lgamma(counts + 1).sum(-1)).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched damped Newton
+# --------------------------------------------------------------------------------------------
+
+Data = dict[str, Tensor]
+NllFn = Callable[[Tensor, Data], Tensor]
+NaturalFn = Callable[[Tensor, Data], Tensor]
+
+
+def _subset(data: Data, idx: Tensor) -> Data:
+    return {key: v[idx] for key, v in data.items()}
+
+
+def _derivatives(nll: NllFn, theta: Tensor, data: Data) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-device value ``(k,)``, gradient ``(k, P)`` and Hessian ``(k, P, P)``.
+
+    Device i's NLL depends on theta[i] only, so the gradient of the sum is the stack of the
+    per-device gradients, and differentiating the sum of one gradient column gives one row of
+    every device's Hessian: P + 1 backward passes for the whole batch.
+    """
+    P = theta.shape[1]
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(True)
+        f = nll(th, data)
+        (g,) = torch.autograd.grad(f.sum(), th, create_graph=True)
+        rows = []
+        for j in range(P):
+            if g.requires_grad:
+                (r,) = torch.autograd.grad(
+                    g[:, j].sum(), th, retain_graph=True, allow_unused=True, materialize_grads=True
+                )
+            else:
+                r = torch.zeros_like(th)
+            rows.append(r)
+        H = torch.stack(rows, dim=1)
+    H = 0.5 * (H + H.transpose(1, 2))
+    return f.detach(), g.detach(), H.detach()
+
+
+def _jacobian(natural: NaturalFn, theta: Tensor, data: Data) -> Tensor:
+    """``(n, P, P)`` Jacobian of the natural parameters with respect to the internal ones."""
+    P = theta.shape[1]
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(True)
+        nat = natural(th, data)
+        rows = [
+            torch.autograd.grad(nat[:, j].sum(), th, retain_graph=True, allow_unused=True, materialize_grads=True)[0]
+            for j in range(P)
+        ]
+    return torch.stack(rows, dim=1).detach()
+
+
+def _newton(
+    nll: NllFn, theta0: Tensor, data: Data, lower: Tensor, upper: Tensor, max_iter: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Levenberg-Marquardt on every device at once. Returns (theta, stationary, n_iter)."""
+    n, P = theta0.shape
+    dev = theta0.device
+    theta = torch.minimum(torch.maximum(theta0.clone(), lower), upper)
+    lam = torch.full((n,), 1e-3, dtype=DTYPE, device=dev)
+    stationary = torch.zeros(n, dtype=torch.bool, device=dev)
+    active = torch.ones(n, dtype=torch.bool, device=dev)
+    n_iter = torch.zeros(n, dtype=torch.int64, device=dev)
+    eye = torch.eye(P, dtype=DTYPE, device=dev)
+
+    for _ in range(max_iter):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        d = _subset(data, idx)
+        th = theta[idx]
+        f, g, H = _derivatives(nll, th, d)
+        finite = torch.isfinite(f) & torch.isfinite(g).all(1) & torch.isfinite(H).all((1, 2))
+        g = torch.where(finite[:, None], g, torch.zeros_like(g))
+        H = torch.where(finite[:, None, None], H, eye.expand_as(H))
+
+        # Converged? Newton decrement with the undamped Hessian, which must be positive definite.
+        chol, info = torch.linalg.cholesky_ex(H)
+        pd = (info == 0) & finite
+        chol = torch.where(pd[:, None, None], chol, eye.expand_as(chol))
+        newton_step = torch.cholesky_solve(-g.unsqueeze(-1), chol).squeeze(-1)
+        dec = -(g * newton_step).sum(-1)
+        done = pd & (dec < _DEC_TOL) & (dec > -_DEC_TOL)
+        stationary[idx[done]] = True
+        active[idx[done]] = False
+        n_iter[idx] += 1
+
+        # Damped steps for the rest; retry with more damping (no new derivatives) when rejected.
+        todo = (~done & finite).nonzero().squeeze(1)
+        dead = (~finite).nonzero().squeeze(1)
+        active[idx[dead]] = False
+        if todo.numel() == 0:
+            continue
+        f, g, H, th, gi, d = f[todo], g[todo], H[todo], th[todo], idx[todo], _subset(d, todo)
+        scale = H.diagonal(dim1=1, dim2=2).abs() + 1e-9 * (1.0 + f.abs()).unsqueeze(1)
+        lam_i = lam[gi]
+        accepted = torch.zeros(todo.numel(), dtype=torch.bool, device=dev)
+        th_best = th.clone()
+        for _try in range(12):
+            A = H + lam_i[:, None, None] * torch.diag_embed(scale)
+            chol, info = torch.linalg.cholesky_ex(A)
+            ok = info == 0
+            chol = torch.where(ok[:, None, None], chol, eye.expand_as(chol))
+            step = torch.cholesky_solve(-g.unsqueeze(-1), chol).squeeze(-1)
+            trial = torch.minimum(torch.maximum(th + step, lower), upper)
+            with torch.no_grad():
+                f_new = nll(trial, d)
+            good = ok & torch.isfinite(f_new) & (f_new <= f) & ~accepted & torch.isfinite(step).all(1)
+            th_best = torch.where(good[:, None], trial, th_best)
+            accepted |= good
+            lam_i = torch.where(accepted, lam_i, lam_i * 8.0)
+            if bool(accepted.all()):
+                break
+        lam_i = torch.where(accepted, (lam_i / 5.0).clamp(min=1e-12), lam_i)
+        lam[gi] = lam_i
+        theta[gi] = th_best
+        # A device whose damping has exploded cannot make progress: give up on it.
+        stuck = lam_i > 1e20
+        active[gi[stuck]] = False
+
+    return theta, stationary, n_iter
+
+
+def _fit(
+    names: tuple[str, ...],
+    nll: NllFn,
+    natural: NaturalFn,
+    theta0: Tensor,
+    data: Data,
+    lower: Tensor,
+    upper: Tensor,
+    domain: tuple[tuple[float, float], ...],
+    scales: tuple[str, ...],
+    const: Tensor,
+    informative: Tensor,
+    level: float,
+    max_iter: int,
+) -> FitResult:
+    n, P = theta0.shape
+    dev = theta0.device
+    if n == 0:
+        empty = torch.zeros((0, P), dtype=DTYPE, device=dev)
+        return FitResult(
+            names, empty, empty.clone(), empty.clone(), empty.clone(),
+            torch.zeros(0, dtype=DTYPE, device=dev), torch.zeros(0, dtype=torch.bool, device=dev), level,
+            torch.zeros((0, P, P), dtype=DTYPE, device=dev), torch.zeros(0, dtype=torch.int64, device=dev),
+        )
+    bad0 = ~torch.isfinite(theta0).all(1)
+    theta0 = torch.where(bad0[:, None], torch.zeros_like(theta0), theta0)
+    theta, stationary, n_iter = _newton(nll, theta0, data, lower, upper, max_iter)
+    theta = torch.where(torch.isfinite(theta), theta, theta0)
+
+    f, _g, H = _derivatives(nll, theta, data)
+    eye = torch.eye(P, dtype=DTYPE, device=dev)
+    finite_h = torch.isfinite(H).all((1, 2))
+    H = torch.where(finite_h[:, None, None], H, eye.expand_as(H))
+    chol, info = torch.linalg.cholesky_ex(H)
+    pd = (info == 0) & finite_h
+    chol = torch.where(pd[:, None, None], chol, eye.expand_as(chol))
+    cov_int = torch.cholesky_inverse(chol)
+    J = _jacobian(natural, theta, data)
+    cov = J @ cov_int @ J.transpose(1, 2)
+    cov = 0.5 * (cov + cov.transpose(1, 2))
+    est = natural(theta, data).detach()
+    var = cov.diagonal(dim1=1, dim2=2)
+    ok_cov = pd & torch.isfinite(cov).all((1, 2)) & (var > 0).all(1)
+    se = torch.where(ok_cov[:, None], var.clamp(min=0).sqrt(), torch.full_like(var, math.inf))
+    cov = torch.where(ok_cov[:, None, None], cov, torch.full_like(cov, math.inf))
+
+    margin = 1e-6 * (upper - lower)
+    inside = ((theta > lower + margin) & (theta < upper - margin)).all(1)
+    finite_est = torch.isfinite(est).all(1) & torch.isfinite(f)
+    converged = stationary & ok_cov & inside & finite_est & informative & ~bad0
+
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    lo_dom = torch.tensor([b[0] for b in domain], dtype=DTYPE, device=dev)
+    hi_dom = torch.tensor([b[1] for b in domain], dtype=DTYPE, device=dev)
+    ci_low = torch.maximum(est - z * se, lo_dom)
+    ci_high = torch.minimum(est + z * se, hi_dom)
+    # Log / logit scale intervals: natural parameter j = ref * exp(theta_j) or sigmoid(theta_j).
+    var_int = cov_int.diagonal(dim1=1, dim2=2)
+    se_int = torch.where(ok_cov[:, None] & (var_int > 0), var_int.clamp(min=0).sqrt(),
+                         torch.full_like(var_int, math.inf))
+    for j, scale in enumerate(scales):
+        if scale == "log":
+            ci_low[:, j] = est[:, j] * torch.exp(-z * se_int[:, j])
+            ci_high[:, j] = est[:, j] * torch.exp(z * se_int[:, j])
+        elif scale == "logit":
+            ci_low[:, j] = torch.sigmoid(theta[:, j] - z * se_int[:, j])
+            ci_high[:, j] = torch.sigmoid(theta[:, j] + z * se_int[:, j])
+    loglik = torch.where(torch.isfinite(f), -f + const, torch.full_like(f, -math.inf))
+    return FitResult(names, est, se, ci_low, ci_high, loglik, converged, level, cov, n_iter)
+
+
+# --------------------------------------------------------------------------------------------
+# Automatic initialisation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _crossing_lengths(h: Tensor, q: Tensor, levels: tuple[float, ...]) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """For curves q(h) sampled at (n, m) points, the length of h over which the piecewise-linear
+    curve lies below each level. For a monotone rising curve that is the crossing point minus
+    h_min; for a noisy one it is a robust average crossing. Returns (h_sorted, q_sorted, lengths).
+    """
+    h_sorted, order = torch.sort(h, dim=1)
+    q_sorted = torch.gather(q, 1, order)
+    dh = h_sorted[:, 1:] - h_sorted[:, :-1]
+    q0, q1 = q_sorted[:, :-1], q_sorted[:, 1:]
+    lo = torch.minimum(q0, q1)
+    dq = (q1 - q0).abs()
+    out = []
+    for lev in levels:
+        frac = torch.where(dq > 0, ((lev - lo) / dq.clamp(min=1e-300)).clamp(0.0, 1.0), (lo < lev).to(DTYPE))
+        out.append((frac * dh).sum(1))
+    return h_sorted, q_sorted, out
+
+
+def _sigmoid_init(h: Tensor, p_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Midpoint and 10-90 % width of a rising curve p_hat(h) normalised to [0, 1].
+
+    Returns (mid, width, min_spacing) each (n,)."""
+    h_sorted, _q, (l10, l50, l90) = _crossing_lengths(h, p_hat, (0.1, 0.5, 0.9))
+    hmin = h_sorted[:, 0]
+    span = h_sorted[:, -1] - hmin
+    gaps = h_sorted[:, 1:] - h_sorted[:, :-1]
+    gaps = torch.where(gaps > 0, gaps, torch.full_like(gaps, math.inf))
+    spacing = gaps.min(1).values if gaps.shape[1] else torch.full_like(hmin, math.inf)
+    spacing = torch.where(torch.isfinite(spacing), spacing, torch.ones_like(spacing))
+    span = torch.where(span > 0, span, spacing)
+    mid = hmin + l50
+    width = torch.maximum(l90 - l10, 0.5 * spacing)
+    width = torch.minimum(width, 2.0 * span)
+    return mid, width, spacing
+
+
+def _empirical(k: Tensor, N: Tensor) -> Tensor:
+    return (k + 0.5) / (N + 1.0)
+
+
+def _positive(x: Tensor, name: str, tiny: float = 0.0) -> None:
+    if not bool((x > tiny).all()):
+        raise ValueError(f"init: {name} must be positive, got minimum {x.min().item():g}")
+
+
+# --------------------------------------------------------------------------------------------
+# Logistic depinning
+# --------------------------------------------------------------------------------------------
+
+_LOGISTIC = ("x0", "dx", "a")
+_LN81 = 2.0 * math.log(9.0)  # 10-90 % width of a logistic is 2 ln 9 / dx
+
+
+def _logistic_natural(theta: Tensor, d: Data) -> Tensor:
+    x0 = d["x0_ref"] + theta[:, 0] * d["x_scale"]
+    dx = d["dx_ref"] * torch.exp(theta[:, 1])
+    a = torch.sigmoid(theta[:, 2])
+    return torch.stack([x0, dx, a], dim=1)
+
+
+def _logistic_nll(theta: Tensor, d: Data) -> Tensor:
+    nat = _logistic_natural(theta, d)
+    p = logistic_depinning(d["h"], nat[:, 0:1], nat[:, 1:2], nat[:, 2:3])
+    return _binomial_nll(p, d["k"], d["N"])
+
+
+def _informative_binomial(k: Tensor, N: Tensor) -> Tensor:
+    has_trials = (N > 0).any(1)
+    some_yes = (k > 0).any(1)
+    some_no = (k < N).any(1)
+    return has_trials & some_yes & some_no
+
+
+def fit_logistic(
+    amplitude: Any,
+    switched: Any,
+    trials: Any,
+    *,
+    init: Any = None,
+    level: float = 0.95,
+    max_iter: int = _MAX_ITER,
+) -> FitResult:
+    """Fit :func:`~analysis.switching_laws.logistic_depinning` to many devices at once.
+
+    ``p(h) = (1 - a) + a * sigmoid(dx * (h - x0))``; parameters ``("x0", "dx", "a")`` with x0 in
+    tesla, dx in 1/tesla (> 0: the curve rises with ``h``), a in (0, 1].
+
+    amplitude: ``(m,)`` field amplitudes shared by all devices, or ``(n, m)`` per device.
+    switched: ``(n, m)`` number of trials that switched. trials: int, ``(m,)`` or ``(n, m)``.
+    init: None for automatic initialisation (x0 where the floor-corrected empirical curve
+    crosses one half, dx from its 10-90 % width, a from its lowest point), or a mapping of some
+    parameter names to scalars / ``(n,)`` values, or a ``(3,)`` / ``(n, 3)`` array.
+    level: confidence level of the Wald intervals. A device whose maximum lies on the boundary
+    (e.g. ``a = 1`` because nothing switched at low field) is reported with converged=False.
+    """
+    level = _check_level(level)
+    h, k, N, _ = _binomial_inputs(amplitude, "amplitude", switched, trials)
+    n = k.shape[0]
+    p_hat = _empirical(k, N)
+    floor = p_hat.min(1).values.clamp(1e-3, 0.5)
+    q = (p_hat - floor[:, None]) / (1.0 - floor[:, None])
+    mid, width, _ = _sigmoid_init(h, q)
+    auto = torch.stack([mid, _LN81 / width, 1.0 - floor], dim=1)
+    start = _init_matrix(init, _LOGISTIC, auto)
+    _positive(start[:, 1], "dx")
+    if not bool(((start[:, 2] > 0) & (start[:, 2] <= 1)).all()):
+        raise ValueError("init: a must lie in (0, 1]")
+    a0 = start[:, 2].clamp(1e-9, 1 - 1e-9)
+    data = {
+        "h": h, "k": k, "N": N,
+        "x0_ref": start[:, 0], "x_scale": 1.0 / start[:, 1], "dx_ref": start[:, 1],
+    }
+    theta0 = torch.stack([torch.zeros(n, dtype=DTYPE, device=k.device),
+                          torch.zeros(n, dtype=DTYPE, device=k.device),
+                          torch.log(a0) - torch.log1p(-a0)], dim=1)
+    box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOGIT_BOX], dtype=DTYPE, device=k.device)
+    domain = ((-math.inf, math.inf), (0.0, math.inf), (0.0, 1.0))
+    return _fit(_LOGISTIC, _logistic_nll, _logistic_natural, theta0, data, -box, box, domain,
+                ("natural", "log", "logit"),
+                _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian depinning
+# --------------------------------------------------------------------------------------------
+
+_GAUSSIAN = ("h0", "sigma")
+_Z90 = 2.0 * NormalDist().inv_cdf(0.9)  # 10-90 % width of a Gaussian CDF, in sigmas
+
+
+def _gaussian_natural(theta: Tensor, d: Data) -> Tensor:
+    h0 = d["h0_ref"] + theta[:, 0] * d["sigma_ref"]
+    sigma = d["sigma_ref"] * torch.exp(theta[:, 1])
+    return torch.stack([h0, sigma], dim=1)
+
+
+def _gaussian_nll(theta: Tensor, d: Data) -> Tensor:
+    nat = _gaussian_natural(theta, d)
+    p = gaussian_depinning(d["h"], nat[:, 0:1], nat[:, 1:2])
+    return _binomial_nll(p, d["k"], d["N"])
+
+
+def fit_gaussian(
+    amplitude: Any,
+    switched: Any,
+    trials: Any,
+    *,
+    init: Any = None,
+    level: float = 0.95,
+    max_iter: int = _MAX_ITER,
+) -> FitResult:
+    """Fit :func:`~analysis.switching_laws.gaussian_depinning` to many devices at once.
+
+    Parameters ``("h0", "sigma")`` in tesla. Shapes and ``init`` as in :func:`fit_logistic`;
+    the automatic initialisation takes h0 where the empirical curve crosses one half and sigma
+    from its 10-90 % width (``2 * 1.2816 * sigma``).
+    """
+    level = _check_level(level)
+    h, k, N, _ = _binomial_inputs(amplitude, "amplitude", switched, trials)
+    n = k.shape[0]
+    mid, width, _ = _sigmoid_init(h, _empirical(k, N))
+    auto = torch.stack([mid, width / _Z90], dim=1)
+    start = _init_matrix(init, _GAUSSIAN, auto)
+    _positive(start[:, 1], "sigma")
+    data = {"h": h, "k": k, "N": N, "h0_ref": start[:, 0], "sigma_ref": start[:, 1]}
+    theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
+    box = torch.tensor([_LOC_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
+    domain = ((-math.inf, math.inf), (0.0, math.inf))
+    return _fit(_GAUSSIAN, _gaussian_nll, _gaussian_natural, theta0, data, -box, box, domain,
+                ("natural", "log"),
+                _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
+
+
+# --------------------------------------------------------------------------------------------
+# Thermal (STT-MTJ) switching
+# --------------------------------------------------------------------------------------------
+
+_THERMAL = ("delta", "vc0")
+
+
+def _thermal_natural(theta: Tensor, d: Data) -> Tensor:
+    delta = d["delta_ref"] * torch.exp(theta[:, 0])
+    slope = d["slope_ref"] * torch.exp(theta[:, 1])  # delta / vc0, 1/V
+    return torch.stack([delta, delta / slope], dim=1)
+
+
+def _thermal_nll(theta: Tensor, d: Data) -> Tensor:
+    nat = _thermal_natural(theta, d)
+    p = thermal_switching(d["v"], d["t"], nat[:, 0:1], nat[:, 1:2], d["tau0"][:, None])
+    return _binomial_nll(p, d["k"], d["N"])
+
+
+def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row weighted least squares y = c + s x. Returns (slope, intercept)."""
+    sw = w.sum(1).clamp(min=1e-300)
+    xm = (w * x).sum(1) / sw
+    ym = (w * y).sum(1) / sw
+    sxx = (w * (x - xm[:, None]) ** 2).sum(1)
+    sxy = (w * (x - xm[:, None]) * (y - ym[:, None])).sum(1)
+    slope = sxy / sxx.clamp(min=1e-300)
+    return slope, ym - slope * xm
+
+
+def fit_thermal(
+    voltage: Any,
+    width: Any,
+    switched: Any,
+    trials: Any,
+    *,
+    tau0: Any = 1e-9,
+    init: Any = None,
+    level: float = 0.95,
+    max_iter: int = _MAX_ITER,
+) -> FitResult:
+    """Fit :func:`~analysis.switching_laws.thermal_switching` (Neel-Brown) to many devices at once.
+
+    ``P(V, t) = 1 - exp(-(t / tau0) * exp(-delta * (1 - V / vc0)))``; parameters
+    ``("delta", "vc0")`` (thermal stability, dimensionless; critical voltage, volts).
+
+    Identifiability: ``log(-log(1 - P)) = [log(t / tau0) - delta] + (delta / vc0) * V``, so the
+    data determine only the intercept ``log(t / tau0) - delta`` and the slope ``delta / vc0``.
+    ``tau0`` (attempt time, seconds; float or ``(n,)``) therefore cannot be fitted together with
+    delta and is held fixed at a known value; an error in tau0 shifts delta by
+    ``log(tau0_true / tau0)`` and vc0 proportionally. Sweeps at two or more pulse widths (e.g.
+    10 ns and 100 ns, passed as one sweep with per-point widths) add data and constrain the
+    fit over a wider range of rates.
+
+    voltage: ``(m,)`` or ``(n, m)`` pulse voltage magnitudes (volts). width: scalar, ``(m,)`` or
+    ``(n, m)`` pulse widths (seconds). switched, trials: as in :func:`fit_logistic`.
+    init: None for automatic initialisation -- a weighted linear fit of
+    ``log(-log(1 - P_hat)) - log(t / tau0)`` against V, whose slope is delta / vc0 and
+    intercept -delta -- or a mapping / array as in :func:`fit_logistic`.
+    """
+    level = _check_level(level)
+    device = _device_of(switched, voltage, width, trials)
+    k = _counts(switched, "switched", device, 2)
+    n, m = k.shape
+    w_t = _per_point(width, "width", n, m, device, allow_scalar=True)
+    if bool((w_t <= 0).any()):
+        raise ValueError(f"width: pulse widths must be positive, got minimum {w_t.min().item():g}")
+    v, k, N, _ = _binomial_inputs(voltage, "voltage", k, trials)
+    tau = _as_tensor(tau0, "tau0", device)
+    if tau.dim() == 0:
+        tau = tau.expand(n)
+    if tuple(tau.shape) != (n,):
+        raise ValueError(f"tau0: expected a float or shape (n,) = ({n},), got shape {tuple(tau.shape)}")
+    if bool((tau <= 0).any()):
+        raise ValueError(f"tau0: attempt time must be positive, got minimum {tau.min().item():g}")
+
+    p_hat = _empirical(k, N)
+    log1m = torch.log1p(-p_hat)
+    y = torch.log(-log1m) - torch.log(w_t / tau[:, None])
+    wts = N * (1.0 - p_hat) * log1m**2 / p_hat
+    slope, intercept = _weighted_line(v, y, wts)
+    delta0 = -intercept
+    good = torch.isfinite(slope) & torch.isfinite(delta0) & (slope > 0) & (delta0 > 0)
+    vmax = v.abs().max(1).values.clamp(min=1e-6)
+    delta0 = torch.where(good, delta0, torch.full_like(delta0, 50.0))
+    vc00 = torch.where(good, delta0 / slope.clamp(min=1e-300), 1.05 * vmax)
+    auto = torch.stack([delta0, vc00], dim=1)
+    start = _init_matrix(init, _THERMAL, auto)
+    _positive(start[:, 0], "delta")
+    _positive(start[:, 1], "vc0")
+    data = {"v": v, "t": w_t, "k": k, "N": N, "tau0": tau,
+            "delta_ref": start[:, 0], "slope_ref": start[:, 0] / start[:, 1]}
+    theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
+    box = torch.tensor([_LOG_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
+    domain = ((0.0, math.inf), (0.0, math.inf))
+    return _fit(_THERMAL, _thermal_nll, _thermal_natural, theta0, data, -box, box, domain,
+                ("natural", "natural"),
+                _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
+
+
+# --------------------------------------------------------------------------------------------
+# DW-MTJ landing (multinomial over levels)
+# --------------------------------------------------------------------------------------------
+
+_DWMTJ = ("i_c", "mobility", "sigma")
+
+
+def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
+    i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
+    mobility = d["mob_ref"] * torch.exp(theta[:, 1])
+    sigma = d["sig_ref"] * torch.exp(theta[:, 2])
+    return torch.stack([i_c, mobility, sigma], dim=1)
+
+
+def _make_dwmtj_nll(levels: int) -> NllFn:
+    def nll(theta: Tensor, d: Data) -> Tensor:
+        nat = _dwmtj_natural(theta, d)
+        p = dwmtj_landing(d["start"], d["i"], d["t"], nat[:, 0:1], nat[:, 1:2], nat[:, 2:3], levels)
+        return _multinomial_nll(p, d["counts"])
+
+    return nll
+
+
+def fit_dwmtj_landing(
+    current: Any,
+    width: Any,
+    level_counts: Any,
+    levels: int,
+    *,
+    start: Any = 0,
+    init: Any = None,
+    level: float = 0.95,
+    max_iter: int = _MAX_ITER,
+) -> FitResult:
+    """Fit :func:`~analysis.switching_laws.dwmtj_landing` to many devices at once.
+
+    Parameters ``("i_c", "mobility", "sigma")``: depinning current (amperes), mobility
+    (sites per ampere-second above threshold) and landing spread (sites). The likelihood is
+    multinomial over the ``levels`` landing levels at each pulse.
+
+    current: ``(m,)`` or ``(n, m)`` pulse currents (amperes, signed). width: scalar, ``(m,)`` or
+    ``(n, m)`` pulse widths (seconds). level_counts: ``(n, m, levels)`` number of trials that
+    landed on each level. start: level before each pulse -- int, or array broadcastable to
+    ``(n, m)``. init: None for automatic initialisation -- a weighted linear fit of the mean
+    displacement per unit width against ``|i|`` over pulses that moved the wall and did not
+    saturate at an end level (slope = mobility, intercept = -mobility * i_c), sigma from the
+    spread of landing levels -- or a mapping / array as in :func:`fit_logistic`.
+
+    The model is discontinuous in i_c where it crosses a pulse current (the wall either stays
+    put or lands with spread sigma), so i_c is identified by the pulses above threshold; the
+    Wald interval for i_c assumes that the sweep has several currents above threshold.
+    """
+    level = _check_level(level)
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+        raise ValueError(f"levels: expected an int >= 2, got {levels!r}")
+    levels = int(levels)
+    device = _device_of(level_counts, current, width)
+    counts = _counts(level_counts, "level_counts", device, 3)
+    n, m, L = counts.shape
+    if L != levels:
+        raise ValueError(f"level_counts: expected last dimension = levels = {levels}, got shape {tuple(counts.shape)}")
+    if m == 0:
+        raise ValueError("level_counts: expected at least one pulse per device (m >= 1), got m = 0")
+    i = _per_point(current, "current", n, m, device)
+    t = _per_point(width, "width", n, m, device, allow_scalar=True)
+    if bool((t <= 0).any()):
+        raise ValueError(f"width: pulse widths must be positive, got minimum {t.min().item():g}")
+    s = _as_tensor(start, "start", device)
+    try:
+        s = torch.broadcast_to(s, (n, m)).contiguous()
+    except RuntimeError:
+        raise ValueError(f"start: expected an int or an array broadcastable to (n, m) = ({n}, {m}), "
+                         f"got shape {tuple(s.shape)}") from None
+    if bool(((s < 0) | (s > levels - 1) | (s != s.round())).any()):
+        raise ValueError(f"start: expected whole levels in 0 .. {levels - 1}")
+
+    # Automatic initialisation from the mean landing level.
+    lv = torch.arange(L, dtype=DTYPE, device=device)
+    tot = counts.sum(-1)
+    safe = tot.clamp(min=1)
+    mean = (counts * lv).sum(-1) / safe
+    var = (counts * (lv - mean.unsqueeze(-1)) ** 2).sum(-1) / safe
+    disp = (mean - s) * torch.sign(i)
+    sat = (mean < 0.6) | (mean > L - 1.6)
+    use = (tot > 0) & (disp > 0.3) & ~sat & (i != 0)
+    u = disp / t
+    wts = tot * use
+    slope, intercept = _weighted_line(i.abs(), u, wts)
+    n_use = use.sum(1)
+    t_med = t.median(1).values
+    imax = i.abs().max(1).values.clamp(min=1e-300)
+    good = (n_use >= 2) & torch.isfinite(slope) & (slope > 0) & torch.isfinite(intercept)
+    ic0 = torch.where(good, -intercept / slope.clamp(min=1e-300), 0.5 * imax)
+    ic0 = torch.where(good & (ic0 < imax), ic0, 0.5 * imax)
+    mob0 = torch.where(good, slope, (L - 1) / (2.0 * t_med * (imax - ic0).clamp(min=1e-300)))
+    sig_var = (var * wts).sum(1) / wts.sum(1).clamp(min=1e-300)
+    sig0 = torch.where(wts.sum(1) > 0, sig_var.sqrt(), torch.full_like(sig_var, 0.3)).clamp(0.1, 2.0)
+    auto = torch.stack([ic0, mob0, sig0], dim=1)
+    start_p = _init_matrix(init, _DWMTJ, auto)
+    _positive(start_p[:, 1], "mobility")
+    _positive(start_p[:, 2], "sigma")
+    data = {"i": i, "t": t, "start": s, "counts": counts,
+            "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t_med),
+            "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}
+    theta0 = torch.zeros((n, 3), dtype=DTYPE, device=device)
+    box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOG_BOX], dtype=DTYPE, device=device)
+    domain = ((0.0, math.inf), (0.0, math.inf), (0.0, math.inf))
+    informative = tot.sum(1) > 0
+    return _fit(_DWMTJ, _make_dwmtj_nll(levels), _dwmtj_natural, theta0, data, -box, box, domain,
+                ("natural", "log", "log"),
+                _multinomial_const(counts), informative, level, max_iter)

@@ -1,0 +1,194 @@
+"""S-curve calibration: sweep the pulse amplitude, count switching trials, fit the family's law per synapse.
+
+For every pulse width and every amplitude of the grid, each synapse gets ``repeats`` trials
+(reset + pulse + read) through the batched ``SynapseArray.trial``; one call covers a block of
+synapses at all amplitudes, so an instrument backend can upload it as one waveform. The raw
+counts go to ``/calibration`` as the sweep runs; at the end the law is fitted per synapse by
+maximum likelihood and the estimates with their confidence intervals are stored beside them.
+
+Laws: DW nanowires -> logistic (Ellis et al.) or Gaussian-depinning erf, fitted per width (the
+law has no width dependence); STT-MTJs -> thermal activation (Delta, Vc0 with tau0 fixed),
+fitted jointly over all widths; DW-MTJs -> the K-level landing model (I_c, mobility, sigma),
+jointly over widths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from analysis import fitting
+from labctl.engine import Progress, RunContext
+from labctl.store import DatasetSpec
+
+from .base import ChipProtocol, Settings
+
+DEFAULT_LAW = {"dw_nanowire": "logistic", "stt_mtj": "thermal", "dw_mtj": "landing"}
+LAW_PARAMS = {
+    "logistic": ("x0", "dx", "a"),
+    "gaussian": ("h0", "sigma"),
+    "thermal": ("delta", "vc0"),
+    "landing": ("i_c", "mobility", "sigma"),
+}
+LAW_FAMILIES = {"logistic": "dw_nanowire", "gaussian": "dw_nanowire", "thermal": "stt_mtj", "landing": "dw_mtj"}
+
+
+class CalibrationSettings(Settings):
+    """Sweep and fit settings. Amplitudes in the chip family's unit (T, A or V), widths in seconds."""
+
+    amplitudes: list[float] | None = Field(None, min_length=3, description="explicit amplitude grid")
+    amplitude_start: float | None = None
+    amplitude_stop: float | None = None
+    points: int = Field(25, ge=3, le=1000, description="grid points between start and stop")
+    widths: list[float] = Field([1e-6], min_length=1, description="pulse widths, seconds")
+    repeats: int = Field(200, ge=1, le=1_000_000, description="trials per synapse per point")
+    synapses: int | None = Field(None, ge=1, description="calibrate the first N synapses (default: all)")
+    block: int = Field(4096, ge=1, description="synapses per batched call (one safe point each)")
+    law: Literal["auto", "logistic", "gaussian", "thermal", "landing"] = "auto"
+    tau0: float = Field(1e-9, gt=0, description="attempt time fixed in the thermal fit, seconds")
+    level: float = Field(0.95, gt=0, lt=1, description="confidence level of the fitted intervals")
+
+    @model_validator(mode="after")
+    def _grid(self):
+        if self.amplitudes is None and (self.amplitude_start is None or self.amplitude_stop is None):
+            raise ValueError("give either amplitudes or both amplitude_start and amplitude_stop")
+        if self.amplitudes is not None and (self.amplitude_start is not None or self.amplitude_stop is not None):
+            raise ValueError("give amplitudes or amplitude_start/amplitude_stop, not both")
+        return self
+
+    def grid(self) -> torch.Tensor:
+        if self.amplitudes is not None:
+            return torch.tensor(self.amplitudes, dtype=torch.float64)
+        return torch.linspace(self.amplitude_start, self.amplitude_stop, self.points, dtype=torch.float64)
+
+
+class Calibration(ChipProtocol):
+    """Characterise every synapse's switching curve and fit its law (see module docstring)."""
+
+    kind = "calibrate"
+    settings_model = CalibrationSettings
+    families = ("dw_nanowire", "stt_mtj", "dw_mtj")
+
+    def __init__(self, name: str, settings: CalibrationSettings, chip, seed: int = 0):
+        super().__init__(name, settings, chip, seed)
+        s = settings
+        self.law = DEFAULT_LAW[chip.family] if s.law == "auto" else s.law
+        if LAW_FAMILIES[self.law] != chip.family:
+            raise ValueError(f"law {self.law!r} fits {LAW_FAMILIES[self.law]} chips, not {chip.family}")
+        self.amplitudes = s.grid()
+        self.widths = torch.tensor(s.widths, dtype=torch.float64)
+        self.n = min(s.synapses or chip.n, chip.n)
+        self.multilevel = chip.family == "dw_mtj"
+        shape = (len(self.widths), len(self.amplitudes), self.n)
+        self.counts = torch.zeros(shape + ((chip.levels,) if self.multilevel else ()), dtype=torch.int64)
+        self.blocks = [(b, min(b + s.block, self.n)) for b in range(0, self.n, s.block)]
+        self.done = 0  # (width, block) units completed
+        self.fits: list[fitting.FitResult] = []
+        self.fit: fitting.FitResult | None = None
+
+    # ------------------------------------------------------------------ run file
+    @property
+    def fit_groups(self) -> int:
+        """Width-independent laws are fitted per width; the others jointly over all widths."""
+        return len(self.widths) if self.law in ("logistic", "gaussian") else 1
+
+    def describe(self) -> dict[str, DatasetSpec]:
+        unit = self.chip.envelope.amplitude_unit
+        g, n, p = self.fit_groups, self.n, len(LAW_PARAMS[self.law])
+        counts_name = "calibration/level_counts" if self.multilevel else "calibration/counts"
+        return {
+            "calibration/amplitude": DatasetSpec(np.float64, (len(self.amplitudes),), unit, "pulse amplitude grid"),
+            "calibration/width": DatasetSpec(np.float64, (len(self.widths),), "s", "pulse widths"),
+            "calibration/repeats": DatasetSpec(np.int64, (1,), "trials", "trials per synapse per point"),
+            counts_name: DatasetSpec(np.int64, tuple(self.counts.shape), "trials",
+                                     "read-as-switched (or per-level) counts, [width, amplitude, synapse(, level)]"),
+            "calibration/fit/names": DatasetSpec("S16", (p,), "", f"parameters of the {self.law} law"),
+            "calibration/fit/estimate": DatasetSpec(np.float64, (g, n, p), "SI", "maximum-likelihood estimates [group, synapse, param]"),
+            "calibration/fit/stderr": DatasetSpec(np.float64, (g, n, p), "SI", "standard errors"),
+            "calibration/fit/ci_low": DatasetSpec(np.float64, (g, n, p), "SI", "lower confidence bound"),
+            "calibration/fit/ci_high": DatasetSpec(np.float64, (g, n, p), "SI", "upper confidence bound"),
+            "calibration/fit/converged": DatasetSpec(np.bool_, (g, n), "", "fit converged"),
+        }
+
+    # ------------------------------------------------------------------ the sweep
+    def run(self, ctx: RunContext) -> Iterator[Progress]:
+        w = ctx.writer
+        if w is not None and self.done == 0:
+            w.write("calibration/amplitude", self.amplitudes.numpy())
+            w.write("calibration/width", self.widths.numpy())
+            w.write("calibration/repeats", np.array([self.settings.repeats]))
+            w.write("calibration/fit/names", np.array([p.encode() for p in LAW_PARAMS[self.law]]))
+        total = len(self.widths) * len(self.blocks)
+        points = len(self.amplitudes)
+        while self.done < total:
+            wi, bi = divmod(self.done, len(self.blocks))
+            b0, b1 = self.blocks[bi]
+            idx = torch.arange(b0, b1).repeat(points)
+            amplitude = self.amplitudes.float().repeat_interleave(b1 - b0)
+            width = float(self.widths[wi])
+            if self.multilevel:
+                counts = self.chip.trial_levels(idx, amplitude, width, self.settings.repeats).reshape(points, b1 - b0, -1)
+            else:
+                counts = self.chip.trial(idx, amplitude, width, self.settings.repeats).reshape(points, b1 - b0)
+            self.counts[wi, :, b0:b1] = counts
+            if w is not None:
+                name = "calibration/level_counts" if self.multilevel else "calibration/counts"
+                w.write(name, counts.numpy(), index=(wi, slice(None), slice(b0, b1)))
+            self.done += 1
+            yield Progress(step=self.done, total=total, stage="sweep")
+        self.fit_all(w)
+        yield Progress(step=total, total=total, stage="fit", metrics=self._medians())
+
+    def fit_all(self, writer=None) -> None:
+        """Fit the law to the counts of every synapse (batched) and store the results."""
+        repeats = self.settings.repeats
+        amps, widths = self.amplitudes, self.widths
+        if self.law in ("logistic", "gaussian"):
+            fit_fn = fitting.fit_logistic if self.law == "logistic" else fitting.fit_gaussian
+            results = [fit_fn(amps, self.counts[wi].T, repeats, level=self.settings.level) for wi in range(len(widths))]
+        else:
+            amplitude = amps.repeat(len(widths))  # [width-major, amplitude-minor]
+            width = widths.repeat_interleave(len(amps))
+            if self.law == "thermal":
+                switched = self.counts.permute(2, 0, 1).reshape(self.n, -1)
+                results = [fitting.fit_thermal(amplitude, width, switched, repeats, tau0=self.settings.tau0, level=self.settings.level)]
+            else:
+                level_counts = self.counts.permute(2, 0, 1, 3).reshape(self.n, -1, self.chip.levels)
+                results = [fitting.fit_dwmtj_landing(amplitude, width, level_counts, self.chip.levels, level=self.settings.level)]
+        self.fits = results
+        self.fit = results[0]  # the summary reports the first group (first width, or the joint fit)
+        if writer is not None:
+            for key in ("estimate", "stderr", "ci_low", "ci_high"):
+                writer.write(f"calibration/fit/{key}", np.stack([getattr(r, key).numpy() for r in results]))
+            writer.write("calibration/fit/converged", np.stack([r.converged.numpy() for r in results]))
+
+    # ------------------------------------------------------------------ results
+    def _medians(self) -> dict[str, float]:
+        if self.fit is None:
+            return {}
+        ok = self.fit.converged
+        out = {f"median_{name}": float(self.fit.param(name)[ok].median()) if ok.any() else float("nan")
+               for name in self.fit.names}
+        out["converged_fraction"] = float(ok.float().mean())
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "protocol": self.kind,
+            "law": self.law,
+            "synapses": self.n,
+            "points": len(self.amplitudes),
+            "widths": len(self.widths),
+            "repeats": self.settings.repeats,
+            **self._medians(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = int(state["done"])
+        self.counts = state["counts"].clone()
