@@ -7,18 +7,23 @@ arguments). Errors are one line on stderr naming the file and key at fault.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from . import __version__
-from .config import ConfigError, embedded_names, load_protocol_file, load_station, validate
+from .config import (ConfigError, ProtocolFile, ProtocolHeader, StationConfig, embedded_names,
+                     load_protocol_file, load_station, validate)
 from .engine import SUMMARY, SUMMARY_SPEC, RunEngine, RunOutcome
 from .station import open_chip
-from .store import RunFileError, RunReader, RunWriter
+from .store import RunFileError, RunReader, RunWriter, recover
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_PROTOCOL = "calibrate-dw"
@@ -29,41 +34,45 @@ class BadInput(Exception):
 
 
 # ---------------------------------------------------------------------------- building a run
-def prepare(protocol_ref: str, station_ref: str | None = None, seed: int | None = None):
-    """Load a protocol file and its station, open the chip and build the protocol object.
-
-    Returns (protocol, chip, station config, protocol header, raw settings). Raises ConfigError
-    for bad files or settings.
-    """
+def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | None = None):
+    """Open the station's chip and build the protocol a validated protocol file describes."""
     from protocols import REGISTRY
 
-    pfile, source = load_protocol_file(protocol_ref)
     header = pfile.protocol
     cls = REGISTRY.get(header.kind)
     if cls is None:
         raise ConfigError(f"{source}: key 'protocol.kind': expected one of {sorted(REGISTRY)} (got {header.kind!r})")
     settings = validate(cls.settings_model, pfile.settings, source, prefix="settings")
-    station = load_station(station_ref or header.station)
     chip = open_chip(station)
     try:
         protocol = cls(header.name, settings, chip, seed=header.seed if seed is None else seed)
     except ValueError as exc:
         chip.close()
         raise ConfigError(f"{source}: {exc}") from None
-    return protocol, chip, station, header, pfile.settings
+    return protocol, chip
+
+
+def prepare(protocol_ref: str, station_ref: str | None = None, seed: int | None = None):
+    """Load a protocol file and its station (the protocol's default unless given), build both.
+
+    Returns (protocol, chip, station config, protocol file). Raises ConfigError for bad input.
+    """
+    pfile, source = load_protocol_file(protocol_ref)
+    station = load_station(station_ref or pfile.protocol.station)
+    protocol, chip = build(pfile, source, station, seed)
+    return protocol, chip, station, pfile
 
 
 def default_out(name: str) -> Path:
     return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.h5"
 
 
-def execute(protocol, chip, station, header, settings: dict, out: Path, *, progress: bool = True,
-            checkpoint_every_s: float | None = 60.0) -> tuple[RunOutcome, float]:
-    """Run a prepared protocol into a new run file; returns the outcome and the duration (s)."""
+def create_run_file(protocol, chip, station: StationConfig, pfile: ProtocolFile, out: Path) -> RunWriter:
+    """A new run file with everything needed to understand and resume the run in its attributes."""
     attrs = {
-        "protocol_name": header.name,
-        "protocol_kind": header.kind,
-        "protocol": {"protocol": header.model_dump(), "settings": settings},
+        "protocol_name": pfile.protocol.name,
+        "protocol_kind": pfile.protocol.kind,
+        "protocol": pfile.model_dump(),
         "station_name": station.station.name,
         "station": station.model_dump(),
         "seed": protocol.seed,
@@ -71,11 +80,16 @@ def execute(protocol, chip, station, header, settings: dict, out: Path, *, progr
     }
     schema = {**protocol.describe(), SUMMARY: SUMMARY_SPEC}
     try:
-        writer = RunWriter(out, attrs=attrs, schema=schema)
+        return RunWriter(out, attrs=attrs, schema=schema)
     except FileExistsError as exc:
         chip.close()
         raise BadInput(str(exc)) from None
-    engine = RunEngine(chip, writer, checkpoint_every_s=checkpoint_every_s)
+
+
+def execute(protocol, chip, writer: RunWriter, *, progress: bool = True, checkpoint_every_s: float | None = 60.0,
+            resumed: bool = False) -> tuple[RunOutcome, float]:
+    """Run a protocol into its run file under the engine; returns the outcome and the duration (s)."""
+    engine = RunEngine(chip, writer, checkpoint_every_s=checkpoint_every_s, checkpoint_at_start=not resumed)
     bar = _progress_bar(engine) if progress else None
     start = time.perf_counter()
     try:
@@ -114,7 +128,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(outcome: RunOutcome, out: Path, duration: float, header, station) -> None:
+def print_summary(outcome: RunOutcome, out: Path, duration: float, header: ProtocolHeader, station: StationConfig) -> None:
     rows = [
         ("protocol", f"{header.name} ({header.kind})"),
         ("station", f"{station.station.name} ({station.station.backend}, {station.chip.family} x {station.chip.n})"),
@@ -159,12 +173,48 @@ def run_info(path: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- commands
 def cmd_run(args) -> int:
-    protocol_ref = args.protocol or DEFAULT_PROTOCOL
-    protocol, chip, station, header, settings = prepare(protocol_ref, args.station, args.seed)
-    out = Path(args.out) if args.out else default_out(header.name)
-    outcome, duration = execute(protocol, chip, station, header, settings, out, progress=not args.no_progress)
-    print_summary(outcome, out, duration, header, station)
+    protocol, chip, station, pfile = prepare(args.protocol or DEFAULT_PROTOCOL, args.station, args.seed)
+    out = Path(args.out) if args.out else default_out(pfile.protocol.name)
+    writer = create_run_file(protocol, chip, station, pfile, out)
+    outcome, duration = execute(protocol, chip, writer, progress=not args.no_progress,
+                                checkpoint_every_s=args.checkpoint_every)
+    print_summary(outcome, out, duration, pfile.protocol, station)
+    return report(outcome)
+
+
+def report(outcome: RunOutcome) -> int:
+    """Exit code of a finished run; a failure also gets one line on stderr."""
+    if outcome.status != "success":
+        print(f"labctl: run failed: {outcome.reason} (the chip was left in its safe state)", file=sys.stderr)
     return outcome.exit_code
+
+
+def cmd_resume(args) -> int:
+    """Continue a run from its last checkpoint, in the same file (after a crash, a pause or an abort)."""
+    path = Path(args.file)
+    with RunReader(path) as reader:
+        attrs, status, latest = reader.attrs, reader.exit_status(), reader.latest_checkpoint()
+    if status == "success":
+        raise BadInput(f"{path}: the run finished successfully; there is nothing to resume")
+    if latest is None:
+        raise BadInput(f"{path}: holds no checkpoint to resume from")
+    step, payload = latest
+    pfile = validate(ProtocolFile, attrs.get("protocol"), f"{path} (attribute 'protocol')")
+    station = validate(StationConfig, attrs.get("station"), f"{path} (attribute 'station')")
+    protocol, chip = build(pfile, str(path), station, attrs.get("seed"))
+    state = torch.load(io.BytesIO(payload), weights_only=True)
+    protocol.load_state_dict(state["plan"])
+    if "chip" in state and hasattr(chip, "load_state_dict"):
+        chip.load_state_dict(state["chip"])
+    if status == "incomplete":  # left by a killed writer: copy it into a clean file, then continue that
+        clean = recover(path, path.with_name(path.stem + ".recovering.h5"))
+        os.replace(clean, path)
+    writer = RunWriter.reopen(path, reason=f"resume from checkpoint at step {step}",
+                              truncate={**state["rows"], SUMMARY: 0})
+    outcome, duration = execute(protocol, chip, writer, progress=not args.no_progress,
+                                checkpoint_every_s=args.checkpoint_every, resumed=True)
+    print_summary(outcome, path, duration, pfile.protocol, station)
+    return report(outcome)
 
 
 def cmd_calibrate(args) -> int:
@@ -209,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="run file to write (default: runs/<time>-<protocol>.h5)")
         p.add_argument("--seed", type=int, help="seed of the protocol's randomness (default: the protocol file's)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                       help="seconds between checkpoints (0: at every safe point; default 60)")
 
     p = sub.add_parser("run", help="run a protocol (default: the embedded main job)")
     p.add_argument("protocol", nargs="?", help=f"protocol TOML file or embedded name (default: {DEFAULT_PROTOCOL})")
@@ -218,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="calibrate the station's chip (S-curves and law fits)")
     run_options(p)
     p.set_defaults(func=cmd_calibrate, station="sim-dw")
+
+    p = sub.add_parser("resume", help="continue a run file from its last checkpoint")
+    p.add_argument("file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("info", help="summarise a run file")
     p.add_argument("file")

@@ -131,6 +131,105 @@ class EnvelopeConfig(Strict):
         return self
 
 
+# ---------------------------------------------------------------------------- instruments (backend = "instruments")
+class InstrumentTable(Strict):
+    """One instrument: its VISA resource and how to talk to it."""
+
+    resource: str = Field("auto", min_length=1, description="VISA resource string, or 'auto': the simulated bench this station starts ([bench] start = true)")
+    timeout_s: float = Field(2.0, gt=0, le=600, description="VISA timeout, seconds")
+    retries: int = Field(2, ge=0, le=10, description="reconnect-and-retry attempts after a timeout, lost connection or garbled reply")
+    visa_library: str = Field("", description="pyvisa backend: '' for the system default, '@py' for pyvisa-py")
+    read_termination: str = "\n"
+    write_termination: str = "\n"
+    port: int = Field(0, ge=0, le=65535, description="simulated bench only: TCP port to serve on (0 = any free port)")
+
+
+class PulseSourceTable(InstrumentTable):
+    model: Literal["Agilent33500", "Keysight81160A"]
+    max_points: int = Field(65536, ge=64, le=16_000_000, description="samples per arbitrary waveform")
+    units_per_volt: float = Field(1.0, gt=0, description="TMR bench: device amplitude per output volt (V/V for STT-MTJs, A/V = 1/R_series for DW-MTJs)")
+
+
+class FieldSupplyTable(InstrumentTable):
+    model: Literal["KepcoBOP3612"]
+    gain: float = Field(gt=0, description="supply current per volt at its analog input, A/V")
+    coil: float = Field(gt=0, description="field at the sample per ampere of magnet current, T/A")
+    voltage_limit: float = Field(20.0, gt=0, le=36, description="compliance voltage in current mode, volts")
+    ramp_steps: int = Field(5, ge=1, le=1000)
+    ramp_pause_s: float = Field(0.01, ge=0, le=10)
+
+
+class KerrReadoutTable(InstrumentTable):
+    model: Literal["SR830"]
+    levels: list[float] | None = Field(None, min_length=2, max_length=2, description="lock-in X of an unswitched and a switched wire, volts (default: from chip.physics)")
+
+
+class PositionerTable(InstrumentTable):
+    model: Literal["ESP300"]
+    pitch: float = Field(gt=0, le=0.1, description="spacing of the wires along the axis, metres")
+    origin: float = Field(0.0, ge=-0.1, le=0.1, description="stage position of wire 0, metres")
+    axis: int = Field(1, ge=1, le=3)
+
+
+class SourceMeterTable(InstrumentTable):
+    model: Literal["Keithley2400", "Keithley2450"]
+    read_bias: float | None = Field(None, gt=0, description="read bias, volts (default: chip.physics.read_bias)")
+    compliance: float = Field(1e-3, gt=0, le=1.05, description="current compliance, amperes")
+    nplc: float = Field(0.01, ge=0.01, le=10, description="integration time, power-line cycles")
+    levels: list[float] | None = Field(None, min_length=2, description="resistance of each level, ohms (default: from chip.physics)")
+    ramp_steps: int = Field(5, ge=1, le=1000)
+    ramp_pause_s: float = Field(0.01, ge=0, le=10)
+
+
+class SwitchTable(InstrumentTable):
+    model: Literal["Keithley2700"]
+    slots: list[Literal[1, 2]] = Field([1], min_length=1, max_length=2, description="slots holding 7709 matrix cards, in device order")
+
+
+class InstrumentsConfig(Strict):
+    """``[instruments]``: the trial sequence, and one ``[instruments.<role>]`` table per role."""
+
+    reset_amplitude: float = Field(description="amplitude of the reset pulse (family unit); must lie in the envelope")
+    reset_width: float = Field(gt=0, description="width of the reset pulse, seconds; must lie in the envelope")
+    read_samples: int = Field(2, ge=1, le=1_000_000, description="samples of each read window after a write")
+    read_dt: float = Field(1e-6, gt=0, le=1, description="sample period of read-only waveforms, seconds")
+    pulse_source: PulseSourceTable
+    field_supply: FieldSupplyTable | None = None
+    kerr_readout: KerrReadoutTable | None = None
+    positioner: PositionerTable | None = None
+    source_meter: SourceMeterTable | None = None
+    switch: SwitchTable | None = None
+
+    def roles(self) -> dict[str, InstrumentTable]:
+        return {name: getattr(self, name) for name in INSTRUMENT_ROLES if getattr(self, name) is not None}
+
+
+INSTRUMENT_ROLES = ("pulse_source", "field_supply", "kerr_readout", "positioner", "source_meter", "switch")
+BENCH_ROLES = {"dw_nanowire": ("pulse_source", "field_supply", "kerr_readout", "positioner"),
+               "stt_mtj": ("pulse_source", "source_meter", "switch"),
+               "dw_mtj": ("pulse_source", "source_meter", "switch")}
+
+
+class BenchFault(Strict):
+    """One injected fault: after ``after`` messages to ``role``, hit ``count`` of them (0 = all)."""
+
+    kind: Literal["timeout", "drop", "garble"]
+    role: Literal["pulse_source", "field_supply", "kerr_readout", "positioner", "source_meter", "switch"]
+    after: int = Field(0, ge=0)
+    count: int = Field(1, ge=0, description="messages hit; 0 = every one from then on (a persistent fault)")
+
+
+class BenchConfig(Strict):
+    """``[bench]``: the simulated bench behind a station's instruments (ignored by real labs)."""
+
+    start: bool = Field(False, description="open_chip starts the simulated bench on 127.0.0.1 itself")
+    latency_s: float = Field(0.0, ge=0, le=10, description="added delay of every reply, seconds")
+    nucleation_field: float = Field(8e-3, gt=0, description="Kerr bench: a field pulse at or below minus this re-nucleates the wall, tesla")
+    stuck: list[int] = Field([], description="synapses stuck in stuck_level")
+    stuck_level: int = Field(1, ge=0)
+    faults: list[BenchFault] = []
+
+
 class StationHeader(Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -141,6 +240,8 @@ class StationConfig(Strict):
     station: StationHeader
     chip: ChipConfig
     envelope: EnvelopeConfig
+    instruments: InstrumentsConfig | None = None
+    bench: BenchConfig | None = None
 
     @model_validator(mode="after")
     def _bias_in_envelope(self):
@@ -149,6 +250,31 @@ class StationConfig(Strict):
             raise ValueError(
                 f"chip.physics.read_bias {bias} V exceeds envelope.read_bias_max {self.envelope.read_bias_max} V"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _instruments_complete(self):
+        ins = self.instruments
+        if ins is None:
+            if self.station.backend == "instruments":
+                raise ValueError("backend 'instruments' needs an [instruments] table")
+            return self
+        missing = [r for r in BENCH_ROLES[self.chip.family] if getattr(ins, r) is None]
+        if missing:
+            raise ValueError(f"a {self.chip.family} station needs [instruments.{missing[0]}]"
+                             + (f" (and {', '.join(missing[1:])})" if missing[1:] else ""))
+        e = self.envelope
+        if not (e.amplitude_min <= ins.reset_amplitude <= e.amplitude_max and e.width_min <= ins.reset_width <= e.width_max):
+            raise ValueError("instruments.reset_amplitude and reset_width must lie inside the envelope")
+        if ins.source_meter is not None and ins.source_meter.read_bias is not None and ins.source_meter.read_bias > e.read_bias_max:
+            raise ValueError(f"instruments.source_meter.read_bias exceeds envelope.read_bias_max {e.read_bias_max} V")
+        if ins.switch is not None and self.chip.n > 48 * len(ins.switch.slots):
+            raise ValueError(f"{self.chip.n} synapses need {-(-self.chip.n // 48)} 7709 cards, slots lists {len(ins.switch.slots)}")
+        auto = [r for r, t in ins.roles().items() if t.resource == "auto"]
+        if auto and not (self.bench is not None and self.bench.start):
+            raise ValueError(f"instruments.{auto[0]}.resource is 'auto' but [bench] start is not true")
+        if self.bench is not None and any(i >= self.chip.n for i in self.bench.stuck):
+            raise ValueError(f"bench.stuck lists a synapse beyond chip.n = {self.chip.n}")
         return self
 
 
@@ -214,6 +340,9 @@ def _describe(error: dict, model: type[BaseModel], prefix: str) -> str:
     if kind == "missing":
         return f"key '{key}': missing (a value is required)"
     ctx = error.get("ctx") or {}
+    if kind == "union_tag_invalid":  # e.g. chip.family = "memristor"
+        key = f"{key}.{str(ctx.get('discriminator', '')).strip(chr(39))}"
+        return f"key '{key}': expected one of {ctx.get('expected_tags', '')} (got {ctx.get('tag')!r})"
     expected = error["msg"]
     for bound, words in (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most")):
         if bound in ctx:
@@ -223,8 +352,6 @@ def _describe(error: dict, model: type[BaseModel], prefix: str) -> str:
         expected = f"{expected}"
     elif kind == "literal_error":
         expected = f"one of {ctx.get('expected', '')}"
-    elif kind == "union_tag_invalid":
-        expected = f"one of {ctx.get('expected_tags', '')}"
     elif kind == "value_error":
         expected = str(ctx.get("error", expected))
     expected = expected[0].lower() + expected[1:] if expected else expected

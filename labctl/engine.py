@@ -72,6 +72,7 @@ class RunOutcome:
     reason: str
     summary: dict[str, Any]
     steps: int
+    error: BaseException | None = None  # the exception that failed the run, if any
 
     @property
     def exit_code(self) -> int:
@@ -93,11 +94,16 @@ class RunEngine:
         checkpoint_every_s: float | None = 60.0,
         flush_every_s: float = 0.5,
         subscribers: tuple[Subscriber, ...] = (),
+        checkpoint_at_start: bool = True,
     ):
+        """``checkpoint_every_s``: seconds between checkpoints (0: at every safe point, None: never);
+        ``flush_every_s``: seconds between flushes of the run file; ``checkpoint_at_start``: False
+        when resuming from a checkpoint that is already in the file."""
         self.chip = chip
         self.writer = writer
         self.checkpoint_every_s = checkpoint_every_s
         self.flush_every_s = flush_every_s
+        self.checkpoint_at_start = checkpoint_at_start
         self.subscribers = list(subscribers)
         self.state = "idle"
         self._lock = threading.Lock()
@@ -150,6 +156,8 @@ class RunEngine:
         self.state = "running"
         self._emit("start", {"plan": plan.name})
         try:
+            if self.checkpoint_every_s is not None and self.checkpoint_at_start:
+                self.checkpoint(plan, 0)  # so that even a run killed before its first cadence can resume
             for progress in plan.run(RunContext(self.chip, self.writer)):
                 step = progress.step
                 self._emit("progress", {"step": progress.step, "total": progress.total, "stage": progress.stage,
@@ -168,10 +176,10 @@ class RunEngine:
             status, reason = "failed", f"aborted: {exc}"
         except KeyboardInterrupt:
             status, reason = "failed", "aborted: interrupted (Ctrl-C)"
-        except Exception as exc:  # the run fails; the error is recorded and re-raised below
-            status, reason = "failed", f"error: {type(exc).__name__}: {exc}"
-            self._finish(plan, status, reason, step)
-            raise
+        except Exception as exc:  # the run fails: recorded in the run file and returned to the caller
+            outcome = self._finish(plan, "failed", f"error: {type(exc).__name__}: {exc}", step)
+            outcome.error = exc
+            return outcome
         return self._finish(plan, status, reason, step)
 
     def _finish(self, plan: Plan, status: str, reason: str, step: int) -> RunOutcome:

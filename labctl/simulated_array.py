@@ -31,6 +31,13 @@ class SimulatedArray(SynapseArray):
         c = self.devices.counters
         return Counters(pulses=c.pulses, resets=c.resets, reads=c.reads, trials=c.trials, energy_j=c.energy_j)
 
+    def state_dict(self) -> dict:
+        """The simulated chip's mutable state, for checkpoints (see DeviceArray.state_dict)."""
+        return self.devices.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.devices.load_state_dict(state)
+
     def safe_state(self) -> None:
         """Nothing is energised in a simulation: the safe state holds by construction."""
 

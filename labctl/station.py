@@ -24,12 +24,18 @@ def envelope_of(station: StationConfig) -> Envelope:
 
 
 def open_chip(station: StationConfig, seed: int | None = None) -> SynapseArray:
-    """Build the station's SynapseArray. ``seed`` overrides the chip's physics seed."""
+    """Build the station's SynapseArray. ``seed`` overrides the chip's physics seed.
+
+    ``backend = "instruments"`` gives an InstrumentArray (starting the station's simulated bench
+    first when ``[bench] start = true``; there ``seed`` seeds the simulated chip).
+    """
     chip = station.chip
     physics_seed = chip.seed if seed is None else seed
     if station.station.backend == "simulated":
         devices = FAMILIES[chip.family](chip.n, seed=physics_seed, **chip.physics.model_dump())
         return SimulatedArray(devices, envelope_of(station))
-    raise ValueError(
-        f"station {station.station.name!r}: backend {station.station.backend!r} needs the instrument layer"
-    )
+    if station.station.backend == "instruments":
+        from .instrument_station import open_instruments
+
+        return open_instruments(station, envelope_of(station), seed)
+    raise ValueError(f"station {station.station.name!r}: unknown backend {station.station.backend!r}")

@@ -455,6 +455,11 @@ class RunWriter:
         ds[n:n + k] = arr
         self._lengths[key] = n + k
 
+    def read(self, name: str) -> np.ndarray:
+        """Read back a dataset written earlier (e.g. by a run being resumed)."""
+        key, ds = self._get(name)
+        return ds[...]
+
     def rows(self) -> dict[str, int]:
         """Row counts of the schema's extendable datasets (not events or checkpoints)."""
         return {k: n for k, n in self._lengths.items() if k != _EVENTS and not k.startswith("checkpoints/")}

@@ -116,6 +116,9 @@ class Calibration(ChipProtocol):
     # ------------------------------------------------------------------ the sweep
     def run(self, ctx: RunContext) -> Iterator[Progress]:
         w = ctx.writer
+        counts_name = "calibration/level_counts" if self.multilevel else "calibration/counts"
+        if w is not None and self.done > 0:  # resumed: the counts so far are in the run file
+            self.counts = torch.from_numpy(w.read(counts_name))
         if w is not None and self.done == 0:
             w.write("calibration/amplitude", self.amplitudes.numpy())
             w.write("calibration/width", self.widths.numpy())
@@ -135,8 +138,7 @@ class Calibration(ChipProtocol):
                 counts = self.chip.trial(idx, amplitude, width, self.settings.repeats).reshape(points, b1 - b0)
             self.counts[wi, :, b0:b1] = counts
             if w is not None:
-                name = "calibration/level_counts" if self.multilevel else "calibration/counts"
-                w.write(name, counts.numpy(), index=(wi, slice(None), slice(b0, b1)))
+                w.write(counts_name, counts.numpy(), index=(wi, slice(None), slice(b0, b1)))
             self.done += 1
             yield Progress(step=self.done, total=total, stage="sweep")
         self.fit_all(w)
@@ -187,8 +189,8 @@ class Calibration(ChipProtocol):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "counts": self.counts.clone()}
+        """Only the position: the counts so far are in the run file, flushed before each checkpoint."""
+        return {"done": self.done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.done = int(state["done"])
-        self.counts = state["counts"].clone()

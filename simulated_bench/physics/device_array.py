@@ -113,6 +113,29 @@ class DeviceArray(ABC):
         self.reset_energy_j = reset_energy_j
         self.counters = PhysicsCounters()
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """What changes as the chip is used: levels, stuck flags, counters, write and read streams.
+
+        The device parameters are not included: they are rebuilt from the seed.
+        """
+        return {
+            "state": self.state.to(torch.int8),  # levels < 128: an eighth of the checkpoint size
+            "stuck": self.stuck.clone(),
+            "counters": self.counters.as_dict(),
+            "write_rng": self.streams.write.get_state(),
+            "read_rng": self.streams.read.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["state"].shape != self.state.shape:
+            raise ValueError(f"checkpoint holds {state['state'].shape[0]} devices, this chip has {self.n}")
+        self.state = state["state"].to(torch.int64)
+        self.stuck = state["stuck"].clone()
+        self.counters = PhysicsCounters(**state["counters"])
+        self.streams.write.set_state(state["write_rng"])
+        self.streams.read.set_state(state["read_rng"])
+
     # ------------------------------------------------------------------ family hooks
     @abstractmethod
     def transition(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
