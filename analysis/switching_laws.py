@@ -65,28 +65,31 @@ def dwmtj_displacement(i: Tensor, t: Tensor, i_c: Tensor, mobility: Tensor) -> T
     return torch.sign(i) * mobility * torch.relu(i.abs() - i_c) * t
 
 
-def level_probabilities(position: Tensor, sigma: Tensor, levels: int) -> Tensor:
-    """Probability of each of ``levels`` pinning sites, for a wall aimed at ``position``.
+def level_cdf(position: Tensor, sigma: Tensor, levels: int) -> Tensor:
+    """Cumulative level probabilities ``P(level <= k)`` for k = 0 .. levels-2 (the last is 1).
 
     The wall's continuous landing position is Gaussian with mean ``position`` and standard
     deviation ``sigma`` (both in sites); it pins at the nearest site, and the two end sites
-    absorb everything beyond them. Returns a tensor with a trailing dimension of size ``levels``
-    that sums to 1. ``sigma`` must be positive.
+    absorb everything beyond them. Trailing dimension ``levels - 1``; ``sigma`` must be positive.
     """
-    position = position.unsqueeze(-1)
-    sigma = sigma.unsqueeze(-1)
     edges = torch.arange(levels - 1, dtype=position.dtype, device=position.device) + 0.5
-    cdf = 0.5 * (1.0 + torch.erf((edges - position) / (SQRT2 * sigma)))
-    zeros = torch.zeros_like(cdf[..., :1])
-    ones = torch.ones_like(cdf[..., :1])
-    cdf = torch.cat([zeros, cdf, ones], dim=-1)
-    return (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0.0)
+    return 0.5 * torch.erfc((position.unsqueeze(-1) - edges) / (SQRT2 * sigma.unsqueeze(-1)))
 
 
-def dwmtj_landing(
+def cdf_to_probabilities(cdf: Tensor) -> Tensor:
+    """Level probabilities from the interior cumulative probabilities (trailing size K-1 -> K)."""
+    return torch.diff(cdf, dim=-1, prepend=torch.zeros_like(cdf[..., :1]), append=torch.ones_like(cdf[..., :1])).clamp(min=0.0)
+
+
+def level_probabilities(position: Tensor, sigma: Tensor, levels: int) -> Tensor:
+    """Probability of each of ``levels`` pinning sites (see :func:`level_cdf`); sums to 1."""
+    return cdf_to_probabilities(level_cdf(position, sigma, levels))
+
+
+def dwmtj_landing_cdf(
     start: Tensor, i: Tensor, t: Tensor, i_c: Tensor, mobility: Tensor, sigma: Tensor, levels: int
 ) -> Tensor:
-    """K-level DW-MTJ landing model: probability of each level after one current pulse.
+    """Cumulative level probabilities after one current pulse (the K-level DW-MTJ landing model).
 
     start: level before the pulse (0 .. levels-1); i, t: pulse current (amperes) and width
     (seconds); i_c, mobility: as in :func:`dwmtj_displacement`; sigma: landing spread in sites
@@ -94,10 +97,16 @@ def dwmtj_landing(
     where it is.
     """
     d = dwmtj_displacement(i, t, i_c, mobility)
-    moved = d != 0
-    probs = level_probabilities(start + d, sigma.expand_as(d), levels)
-    stay = torch.nn.functional.one_hot(start.long().expand_as(d), levels).to(probs.dtype)
-    return torch.where(moved.unsqueeze(-1), probs, stay)
+    # A wall that does not move stays exactly at its (integer) site: a vanishing spread pins it.
+    spread = torch.where(d != 0, sigma, torch.full_like(sigma, 1e-6))
+    return level_cdf(start + d, spread, levels)
+
+
+def dwmtj_landing(
+    start: Tensor, i: Tensor, t: Tensor, i_c: Tensor, mobility: Tensor, sigma: Tensor, levels: int
+) -> Tensor:
+    """Probability of each level after one current pulse (see :func:`dwmtj_landing_cdf`)."""
+    return cdf_to_probabilities(dwmtj_landing_cdf(start, i, t, i_c, mobility, sigma, levels))
 
 
 def threshold_read_errors(contrast: Tensor, noise: Tensor) -> Tensor:
@@ -127,3 +136,18 @@ def read_confusion(signal_levels: Tensor, noise: Tensor) -> Tensor:
     confusion = (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0.0)
     flipped = confusion.flip(-1).flip(-2)
     return torch.where(ascending.unsqueeze(-1), confusion, flipped)
+
+
+def thermal_switching_voltage(
+    p: Tensor, t: Tensor, delta: Tensor, vc0: Tensor, tau0: Tensor | float = 1e-9
+) -> Tensor:
+    """Pulse voltage that switches an STT-MTJ with probability ``p`` in a pulse of width ``t``.
+
+    The inverse of :func:`thermal_switching` in ``v``:
+    ``v = vc0 * (1 + ln(-ln(1 - p) * tau0 / t) / delta)``.
+    p: switching probability in (0, 1); t: pulse width (seconds); delta, vc0 (volts), tau0
+    (seconds) as in :func:`thermal_switching`. Returns the voltage magnitude in volts.
+    """
+    p = torch.as_tensor(p, dtype=torch.float64)
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return vc0 * (1.0 + torch.log(-torch.log1p(-p) * tau0 / t) / delta)

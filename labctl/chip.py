@@ -43,8 +43,9 @@ class Envelope:
             ("amplitude", amplitude, self.amplitude_min, self.amplitude_max, self.amplitude_unit),
             ("width", width, self.width_min, self.width_max, "s"),
         ):
-            bad = ~((value >= lo) & (value <= hi))  # also catches NaN
-            if bool(bad.any()):
+            smallest, largest = torch.aminmax(value)  # one pass; NaN propagates and fails the test
+            if not (float(smallest) >= lo and float(largest) <= hi):
+                bad = ~((value >= lo) & (value <= hi))  # also catches NaN
                 k = int(bad.reshape(-1).nonzero()[0])
                 where = ""
                 if value.numel() > 1:

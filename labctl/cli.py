@@ -26,7 +26,7 @@ from .station import open_chip
 from .store import RunFileError, RunReader, RunWriter, recover
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-DEFAULT_PROTOCOL = "calibrate-dw"
+DEFAULT_PROTOCOL = "train-meanvar"
 
 
 class BadInput(Exception):

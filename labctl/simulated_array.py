@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from simulated_bench.physics import BinaryDeviceArray, DeviceArray
+from simulated_bench.physics import DeviceArray
 
 from .chip import Counters, Envelope, ReadResult, SynapseArray
 
@@ -54,6 +54,4 @@ class SimulatedArray(SynapseArray):
         return self.devices.trial(idx, amplitude, width, repeats)
 
     def _trial(self, idx: Tensor | None, amplitude: Tensor, width: Tensor, repeats: int) -> Tensor:
-        if isinstance(self.devices, BinaryDeviceArray):
-            return self.devices.trial_switched(idx, amplitude, width, repeats)
-        return super()._trial(idx, amplitude, width, repeats)
+        return self.devices.trial_switched(idx, amplitude, width, repeats)

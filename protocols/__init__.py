@@ -5,7 +5,10 @@
 
 from .base import ChipProtocol, Settings
 from .calibration import Calibration
+from .kstate import KStateTraining
+from .meanvar import MeanVarTraining
 
-REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration,)}
+REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration, MeanVarTraining, KStateTraining,
+                                                                   TrainCluster)}
 
 __all__ = ["REGISTRY", "ChipProtocol", "Settings"]

@@ -153,10 +153,18 @@ class DeviceArray(ABC):
     def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
         ...
 
+    def reference_pulse_energy(self, idx: Index, amplitude: Tensor, width: Tensor, m: int) -> float:
+        """Total energy (joules) of one pulse on each of ``m`` devices in the reference state."""
+        return float(self.pulse_energy(idx, torch.zeros(m, dtype=torch.int64), amplitude, width).sum())
+
     def reference_transition(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
         """Level probabilities after one pulse from the reference state; families may speed it up."""
         start = torch.zeros(self._count(idx), dtype=torch.int64)
         return self.transition(idx, start, amplitude, width)
+
+    def reference_cdf(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        """Cumulative level probabilities ``(m, K-1)`` after one pulse from the reference state."""
+        return self.reference_transition(idx, amplitude, width).cumsum(-1)[:, :-1]
 
     # ------------------------------------------------------------------ operations
     def _count(self, idx: Index) -> int:
@@ -194,40 +202,99 @@ class DeviceArray(ABC):
         self.counters.energy_j += len(state) * repeats * self.read_energy_j
         return signal, decoded
 
-    def observed_transition(self, idx: Index, amplitude: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
-        """Probabilities of the true and of the read-out level after reset + pulse.
+    _confusion: Tensor | None = None
 
-        The read-out probabilities fold in read errors through the confusion matrix of a
-        nearest-level read, so a trial's outcome can be drawn exactly without simulating the
-        signal. Stuck devices always show their stuck level.
+    def confusion(self, idx: Index) -> Tensor:
+        """Read confusion matrices ``(m, K, K)`` (or one shared ``(1, K, K)``), cached.
+
+        Signal levels and read noise are fixed at construction, so the matrices are computed
+        once; when every device has the same levels and noise a single matrix serves them all.
         """
-        probs = self.reference_transition(idx, amplitude, width)
+        if self._confusion is None:
+            levels, noise = self.signal_levels(None), self.read_noise(None)
+            if bool((levels == levels[:1]).all()) and bool((noise == noise[:1]).all()):
+                levels, noise = levels[:1], noise[:1]
+            self._confusion = read_confusion(levels.double(), noise.double()).float()
+        if len(self._confusion) == 1:
+            return self._confusion
+        return self._sel(self._confusion, idx)
+
+    def _pin_stuck(self, idx: Index, probs: Tensor) -> Tensor:
+        """Stuck devices stay in (and read as) the level they are stuck in."""
         stuck = self._sel(self.stuck, idx)
-        if bool(stuck.any()):
-            pinned = torch.nn.functional.one_hot(self._sel(self.state, idx), self.levels).to(probs.dtype)
-            probs = torch.where(stuck.unsqueeze(-1), pinned, probs)
-        confusion = read_confusion(self.signal_levels(idx).double(), self.read_noise(idx).double())
-        observed = torch.einsum("ms,msr->mr", probs.double(), confusion).to(probs.dtype)
-        return probs, observed
+        if not bool(stuck.any()):
+            return probs
+        pinned = torch.nn.functional.one_hot(self._sel(self.state, idx), self.levels).to(probs.dtype)
+        return torch.where(stuck.unsqueeze(-1), pinned, probs)
+
+    def _read_out(self, idx: Index, probs: Tensor) -> Tensor:
+        """Probabilities of the level *read* after a pulse: true-level probabilities times the confusion."""
+        confusion = self.confusion(idx)
+        if len(confusion) == 1:
+            return probs @ confusion[0]
+        return torch.matmul(probs.unsqueeze(-2), confusion).squeeze(-2)
 
     def trial(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
         """``repeats`` times reset + pulse + read; returns read-out level counts ``(len(idx), levels)``.
 
         Trials are independent given the device, so the counts are one multinomial sample
-        (one binomial for binary devices), which is exact and much cheaper than ``repeats`` draws.
+        (K-1 binomials), exact and much cheaper than ``repeats`` draws. Read errors are folded
+        in through the confusion matrix, so no signal needs simulating.
         """
-        probs, observed = self.observed_transition(idx, amplitude, width)
+        probs = self._pin_stuck(idx, self.reference_transition(idx, amplitude, width))
+        observed = self._read_out(idx, probs)
+        gen = self.streams.write
         if repeats == 1:
-            counts = torch.nn.functional.one_hot(sample_levels(observed, self.streams.write), self.levels)
+            counts = torch.nn.functional.one_hot(sample_levels(observed, gen), self.levels)
         else:
-            counts = multinomial_counts(repeats, observed, self.streams.write)
-        self._set_state(idx, sample_levels(probs, self.streams.write))
+            counts = multinomial_counts(repeats, observed, gen)
+        self._set_state(idx, sample_levels(probs, gen))
         self._count_trials(idx, amplitude, width, len(counts), repeats)
         return counts
 
+    def trial_switched(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
+        """How many of ``repeats`` trials read as any level but the reference: ``(len(idx),)`` int64.
+
+        The count is one binomial sample (exact). With ``repeats == 1`` a single uniform ``u``
+        decides both the level left in the device and the read-out, coupled monotonically
+        (low ``u``: level 0 and read as 0). Both marginals are exact; the two disagree with
+        probability at most the read-error rate, as they physically should, though not with
+        exactly the physical joint law. The device keeps the level of its last trial.
+
+        Only the cumulative level probabilities F are needed: with confusion matrix C, the
+        probability of reading level 0 is ``sum_s (F_s - F_{s-1}) C[s, 0]``
+        ``= F @ (C[:-1, 0] - C[1:, 0]) + C[-1, 0]``.
+        """
+        cdf = self.reference_cdf(idx, amplitude, width)
+        stuck = self._sel(self.stuck, idx)
+        if bool(stuck.any()):
+            levels = torch.arange(self.levels - 1)
+            pinned = (levels >= self._sel(self.state, idx).unsqueeze(-1)).to(cdf.dtype)
+            cdf = torch.where(stuck.unsqueeze(-1), pinned, cdf)
+        confusion = self.confusion(idx)
+        column = confusion[..., :, 0]  # P(read 0 | true s): (1 or m, K)
+        if len(confusion) == 1:
+            read_zero = cdf @ (column[0, :-1] - column[0, 1:]) + column[0, -1]
+        else:
+            read_zero = (cdf * (column[:, :-1] - column[:, 1:])).sum(-1) + column[:, -1]
+        gen = self.streams.write
+        if repeats == 1:
+            u = torch.rand(read_zero.shape, generator=gen, dtype=read_zero.dtype)
+            switched = (u >= read_zero).long()
+            final = (u.unsqueeze(-1) > cdf).sum(-1)
+        else:
+            switched = torch.binomial(torch.full_like(read_zero, float(repeats)), 1.0 - read_zero, generator=gen).long()
+            u = torch.rand(read_zero.shape, generator=gen, dtype=read_zero.dtype)
+            final = (u.unsqueeze(-1) > cdf).sum(-1)
+        self._set_state(idx, final)
+        self._count_trials(idx, amplitude, width, len(switched), repeats)
+        return switched
+
     def _set_state(self, idx: Index, new: Tensor) -> None:
         """Store new levels for the selected devices; stuck devices keep theirs."""
-        new = torch.where(self._sel(self.stuck, idx), self._sel(self.state, idx), new)
+        stuck = self._sel(self.stuck, idx)
+        if bool(stuck.any()):
+            new = torch.where(stuck, self._sel(self.state, idx), new)
         if idx is None:
             self.state = new
         else:
@@ -235,8 +302,7 @@ class DeviceArray(ABC):
 
     def _count_trials(self, idx: Index, amplitude: Tensor, width: Tensor, m: int, repeats: int) -> None:
         """Count ``repeats`` resets, pulses and reads on ``m`` devices, and their energy."""
-        start = torch.zeros(m, dtype=torch.int64)
-        energy = float(self.pulse_energy(idx, start, amplitude, width).sum())
+        energy = self.reference_pulse_energy(idx, amplitude, width, m)
         c = self.counters
         c.trials += m * repeats
         c.pulses += m * repeats
@@ -261,34 +327,33 @@ class BinaryDeviceArray(DeviceArray):
         p = self.switch_probability(idx, amplitude, width)
         return torch.stack([1.0 - p, p], dim=-1)
 
-    def read_error(self, idx: Index) -> Tensor:
-        levels = self.signal_levels(idx)
-        return threshold_read_errors(levels[:, 1] - levels[:, 0], self.read_noise(idx))
+    _read_error: tuple[Tensor, Tensor] | None = None
+
+    def read_error(self, idx: Index) -> tuple[Tensor, Tensor]:
+        """Per-device misread probability ``e`` and ``1 - 2e`` (cached: levels and noise are fixed)."""
+        if self._read_error is None:
+            levels = self.signal_levels(None)
+            e = threshold_read_errors(levels[:, 1] - levels[:, 0], self.read_noise(None))
+            self._read_error = (e, 1.0 - 2.0 * e)
+        e, one_minus_2e = self._read_error
+        return self._sel(e, idx), self._sel(one_minus_2e, idx)
 
     def trial_switched(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
-        """Number of trials, out of ``repeats``, read as switched: shape ``(len(idx),)`` int64."""
+        """As DeviceArray.trial_switched, on one switching probability and one read-error rate."""
         p = self.switch_probability(idx, amplitude, width)
         stuck = self._sel(self.stuck, idx)
         if bool(stuck.any()):
             p = torch.where(stuck, self._sel(self.state, idx).to(p.dtype), p)
-        e = self.read_error(idx)
+        e, one_minus_2e = self.read_error(idx)
+        read_one = torch.addcmul(e, p, one_minus_2e)  # p (1-e) + (1-p) e
         gen = self.streams.write
         if repeats == 1:
-            # One uniform decides both the true outcome (u < p) and what is read: read as
-            # switched when u < p(1-e) or p <= u < p + (1-p)e, which has probability
-            # p(1-e) + (1-p)e and the right joint law with the true outcome.
             u = torch.rand(p.shape, generator=gen, dtype=p.dtype)
-            true = u < p
-            observed = (u < p * (1.0 - e)) | (~true & (u < p + (1.0 - p) * e))
-            switched = observed.long()
-            final = true.long()
+            switched = (u < read_one).long()
+            final = u < p  # coupled monotonically with the read-out (see the base class)
         else:
-            switched = torch.binomial(torch.full_like(p, float(repeats)), p + e * (1.0 - 2.0 * p), generator=gen).long()
-            final = (torch.rand(p.shape, generator=gen, dtype=p.dtype) < p).long()
-        self._set_state(idx, final)
-        self._count_trials(idx, amplitude, width, len(final), repeats)
+            switched = torch.binomial(torch.full_like(p, float(repeats)), read_one, generator=gen).long()
+            final = torch.rand(p.shape, generator=gen, dtype=p.dtype) < p
+        self._set_state(idx, final.long())
+        self._count_trials(idx, amplitude, width, len(switched), repeats)
         return switched
-
-    def trial(self, idx: Index, amplitude: Tensor, width: Tensor, repeats: int = 1) -> Tensor:
-        switched = self.trial_switched(idx, amplitude, width, repeats)
-        return torch.stack([repeats - switched, switched], dim=-1)

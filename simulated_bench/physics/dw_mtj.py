@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from analysis.energy import current_pulse_energy
-from analysis.switching_laws import dwmtj_landing
+from analysis.switching_laws import dwmtj_landing, dwmtj_landing_cdf
 
 from .device_array import DeviceArray, Index, spread
 
@@ -68,6 +68,15 @@ class DWMTJArray(DeviceArray):
         width = torch.as_tensor(width, dtype=torch.float32).expand(len(start))
         return dwmtj_landing(
             start.float(), amplitude, width,
+            self._sel(self.i_c, idx), self._sel(self.mobility, idx), self._sel(self.sigma, idx), self.levels,
+        )
+
+    def reference_cdf(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        m = self._count(idx)
+        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(m)
+        width = torch.as_tensor(width, dtype=torch.float32).expand(m)
+        return dwmtj_landing_cdf(
+            torch.zeros(m), amplitude, width,
             self._sel(self.i_c, idx), self._sel(self.mobility, idx), self._sel(self.sigma, idx), self.levels,
         )
 

@@ -80,6 +80,12 @@ class DWNanowireArray(BinaryDeviceArray):
     def read_noise(self, idx: Index) -> Tensor:
         return self._sel(self.noise, idx)
 
+    def reference_pulse_energy(self, idx: Index, amplitude: Tensor, width: Tensor, m: int) -> float:
+        """k * sum(B^2 * t), as one dot product: the field energy does not depend on the state."""
+        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(m)
+        width = torch.as_tensor(width, dtype=torch.float32).expand(m)
+        return self.field_energy_coefficient * float(torch.dot(amplitude * amplitude, width)) if m else 0.0
+
     def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
         amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
         width = torch.as_tensor(width, dtype=torch.float32)

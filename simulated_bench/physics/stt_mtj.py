@@ -61,6 +61,7 @@ class STTMTJArray(BinaryDeviceArray):
         self.tau0 = tau0
         self.noise = torch.full((n,), read_noise)
         self.resistance_levels = torch.stack([self.r_p, self.r_ap], dim=-1)
+        self.g_p = 1.0 / self.r_p
         # Read energy: V^2/R * t, at the mean of the two resistances (per read, joules).
         self.read_energy_j = float(read_bias**2 / (0.5 * (r_p + r_p * (1 + tmr))) * read_time)
 
@@ -68,8 +69,8 @@ class STTMTJArray(BinaryDeviceArray):
         """P -> AP probability of a pulse (zero for non-positive voltages)."""
         amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
         width = torch.as_tensor(width, dtype=torch.float32)
-        p = thermal_switching(amplitude.clamp(min=0.0), width, self._sel(self.delta_p2ap, idx), self._sel(self.vc0_p2ap, idx), self.tau0)
-        return torch.where(amplitude > 0, p, torch.zeros_like(p))
+        p = thermal_switching(amplitude, width, self._sel(self.delta_p2ap, idx), self._sel(self.vc0_p2ap, idx), self.tau0)
+        return torch.where(amplitude > 0, p, 0.0)
 
     def reverse_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
         """AP -> P probability of a pulse (zero for non-negative voltages)."""
@@ -89,6 +90,12 @@ class STTMTJArray(BinaryDeviceArray):
 
     def read_noise(self, idx: Index) -> Tensor:
         return self._sel(self.noise, idx)
+
+    def reference_pulse_energy(self, idx: Index, amplitude: Tensor, width: Tensor, m: int) -> float:
+        """sum(V^2 / R_P * t) over devices in P, as one dot product with the cached conductances."""
+        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(m)
+        width = torch.as_tensor(width, dtype=torch.float32).expand(m)
+        return float(torch.dot(amplitude * amplitude * width, self._sel(self.g_p, idx))) if m else 0.0
 
     def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
         resistance = self.signal_levels(idx).gather(1, start.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,100 @@
+"""Training throughput of the mean/variance rule (issue 4): time per epoch and peak memory.
+
+Method (a), chip in the loop on the direct simulated backend (``SimulatedArray``, station
+``sim-dw-640``: 640 DW nanowires, a 64 -> 10 layer on binarised 8x8 digits, batch 64), at N = 1
+and N = 64 measurements per synapse, and the float single layer of the same shape, all in this
+process. Time per epoch is the training pass only (forward, chip trials, backward, Adam step;
+validation excluded), in seconds: the minimum over epochs (the figure least disturbed by other
+jobs on a shared machine; the ratios use it) and the median. Memory: peak resident set size of
+the process after each configuration (``resource.getrusage``, MiB; monotone, so a step up is the
+configuration's own peak) and the peak of Python-heap allocations during it (``tracemalloc``).
+
+Targets: N = 64 costs at most 2x N = 1 (the physics draws the switched count of N trials as one
+binomial sample per synapse and sample), and N = 1 at most 8x the float baseline.
+
+    /work/venv/bin/python bench/train_throughput.py [--epochs 12] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from labctl.config import load_station  # noqa: E402
+from labctl.engine import RunContext  # noqa: E402
+from labctl.station import open_chip  # noqa: E402
+from protocols.meanvar import MeanVarSettings, MeanVarTraining  # noqa: E402
+from protocols.training import prepare_data, train_float  # noqa: E402
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def meanvar_epoch_times(n_meas: int, epochs: int) -> list[float]:
+    """Per-epoch training time (s) of chip-in-the-loop training at N = ``n_meas``."""
+    chip = open_chip(load_station("sim-dw-640"))
+    s = MeanVarSettings(forward="chip", measurements=n_meas, max_epochs=epochs, patience=epochs + 1,
+                        calibrate=False, float_baseline=False, test_passes=1, threads=None)
+    proto = MeanVarTraining("bench", s, chip, seed=0)
+    times, last = [], 0.0
+    for prog in proto.run(RunContext(chip, None)):
+        if prog.stage == "epoch":
+            times.append(proto.t_train - last)
+            last = proto.t_train
+    return times
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=12, help="epochs timed per configuration")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    s = MeanVarSettings()
+    data = prepare_data(s, binary=True)
+    results = {}
+
+    def measure(label, fn):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        times = fn()
+        wall = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        results[label] = {"epoch_s": min(times), "median_s": statistics.median(times), "wall_s": wall, "rss_mib": rss_mib(),
+                          "py_peak_mib": peak / 2**20, "epochs": len(times)}
+
+    def float_times():
+        times: list[float] = []
+        train_float(data, [data.features, data.classes], seed=0, lr=s.lr, batch_size=s.batch_size,
+                    max_epochs=args.epochs, patience=args.epochs + 1, epoch_times=times)
+        return times
+
+    measure("float 64->10", float_times)
+    measure("meanvar N=1 (chip)", lambda: meanvar_epoch_times(1, args.epochs))
+    measure("meanvar N=64 (chip)", lambda: meanvar_epoch_times(64, args.epochs))
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {len(data.y_train)} training samples, "
+          f"batch {s.batch_size}, {args.epochs} epochs each")
+    print(f"{'configuration':<22} {'min s/epoch':>12} {'median':>9} {'peak RSS MiB':>13} {'py peak MiB':>12}")
+    for label, r in results.items():
+        print(f"{label:<22} {r['epoch_s']:>12.4f} {r['median_s']:>9.4f} {r['rss_mib']:>13.1f} {r['py_peak_mib']:>12.2f}")
+    f, n1, n64 = (results[k]["epoch_s"] for k in results)
+    r64, r1 = n64 / n1, n1 / f
+    print(f"ratio N=64 / N=1   : {r64:.2f}  (target <= 2)  {'OK' if r64 <= 2 else 'MISSED'}")
+    print(f"ratio N=1 / float  : {r1:.2f}  (target <= 8)  {'OK' if r1 <= 8 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""Stochastic binary DW synapses trained with the mean/variance rule (Ellis et al. 2023; REFERENCES.md section 1).
+
+One layer, ``D`` binary inputs -> ``C`` output neurons. Synapse ``(i, j)`` is the DW nanowire at chip
+index ``i * D + j``; its trained parameter is the amplitude ``h_ij`` (tesla) of the field pulse it
+gets, plus one float bias per output neuron (periphery). A pulse switches the wire with
+probability ``p_ij = (1 - a) + a * sigmoid(dx * (h_ij - x0))`` (``x0``, ``dx``, ``a`` per wire, from
+the calibration run at the start, or nominal values from the settings).
+
+Forward, with ``N`` measurements per synapse: for every sample ``b`` and every active input ``j``
+(``x_bj = 1``) synapse ``(i, j)`` is tried ``N`` times (reset + pulse + read) and ``k_bij`` switched
+trials are counted; the neuron's measured pre-activation is ``Y_bi = sum_j x_bj k_bij / N``.
+Backward goes through the calibrated law (local reparameterisation): ``mu = sum_j x_j p_ij``,
+``sigma^2 = sum_j x_j p_ij (1 - p_ij) / N``, ``eps = (Y - mu) / sigma`` without gradient, and the
+logits are ``mu + eps * sigma + bias`` -- numerically ``Y + bias``, with gradients through both mu and
+sigma. ``N`` enters the gradient only through sigma.
+
+Three ways of producing ``Y`` (setting ``forward``):
+
+- ``chip``: in-situ, chip in the loop. One ``SynapseArray.trial`` call per minibatch covers every
+  (sample, active input, output) triple with ``repeats = N``: the index array repeats synapse
+  indices once per sample that needs them, so each pair gets its own independent binomial count.
+- ``model``: ex-situ. ``Y`` is drawn from the calibrated law in torch (binomial counts); after
+  training, the trained amplitudes are used on the chip and the test accuracy is measured there.
+- ``continuous``: the continuous-probability limit (``N -> infinity``): logits ``mu + bias``,
+  deterministic; tested the same way (no chip after calibration).
+
+The trained amplitudes are clamped into the station envelope after every optimiser step and
+again before any pulse. The trained parameter is kept in units of ``amplitude_unit`` (default
+1 mT) so that Adam's learning rate (0.02 in the paper) has the paper's meaning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from analysis.switching_laws import logistic_depinning
+from labctl.chip import Counters, SynapseArray
+from labctl.engine import Progress, RunContext
+from labctl.store import DatasetSpec
+
+from .base import ChipProtocol
+from .calibration import Calibration, CalibrationSettings
+from .training import (
+    COUNTER_DTYPE, METRICS_DTYPE, TrainingSettings, counters_delta, counters_row, epoch_permutation, inward_f32,
+    prepare_data, torch_threads, train_float, training_specs,
+)
+
+Tensor = torch.Tensor
+Forward = Literal["chip", "model", "continuous"]
+
+
+# ---------------------------------------------------------------------------- the rule (pure tensors)
+def meanvar_logits(x: Tensor, p: Tensor, n_meas: int, y: Tensor, bias: Tensor) -> Tensor:
+    """Logits of the mean/variance rule: ``mu + eps * sigma + bias`` with ``eps`` detached.
+
+    x: ``(B, D)`` binary inputs; p: ``(C, D)`` switching probabilities (differentiable);
+    n_meas: measurements per synapse N; y: ``(B, C)`` measured (or sampled) pre-activations
+    ``sum_j x_j k_j / N``; bias: ``(C,)``. Returns ``(B, C)``, numerically ``y + bias``.
+    """
+    mu = x @ p.T
+    var = x @ (p * (1.0 - p)).T / n_meas
+    sigma = var.clamp_min(1e-12).sqrt()
+    eps = ((y - mu) / sigma).detach()
+    return mu + eps * sigma + bias
+
+
+def active_pairs(x: Tensor, classes: int) -> tuple[Tensor, Tensor]:
+    """For binary ``x (B, D)``: the sample of each active input, and the synapse indices it drives.
+
+    Returns ``rows (M,)`` and ``synapses (M, C)`` with ``synapses[m, i] = i * D + j_m`` for the m-th
+    active (sample, input) pair; one row of ``synapses`` per pair, so a synapse index appears once
+    per sample that uses it.
+    """
+    rows, cols = x.nonzero(as_tuple=True)
+    d = x.shape[1]
+    synapses = cols.unsqueeze(1) + d * torch.arange(classes).unsqueeze(0)
+    return rows, synapses
+
+
+def measure_on_chip(chip: SynapseArray, x: Tensor, h: Tensor, width: float, n_meas: int) -> Tensor:
+    """Measured pre-activations ``Y (B, C)``: one batched ``trial`` call over all active pairs.
+
+    h: ``(C, D)`` amplitudes in tesla, already inside the envelope; width in seconds.
+    """
+    classes = h.shape[0]
+    rows, syn = active_pairs(x, classes)
+    idx = syn.reshape(-1)
+    counts = chip.trial(idx, h.reshape(-1)[idx], width, n_meas).view(-1, classes).to(x.dtype)
+    return torch.zeros(x.shape[0], classes, dtype=x.dtype).index_add_(0, rows, counts) / n_meas
+
+
+def sample_from_law(x: Tensor, p: Tensor, n_meas: int, gen: torch.Generator) -> Tensor:
+    """Pre-activations ``Y (B, C)`` drawn from the law: one binomial count of N per active (sample, synapse)."""
+    classes = p.shape[0]
+    rows, syn = active_pairs(x, classes)
+    q = p.reshape(-1)[syn.reshape(-1)]
+    if n_meas == 1:
+        counts = (torch.rand(q.shape, generator=gen, dtype=q.dtype) < q).to(x.dtype)
+    else:
+        counts = torch.binomial(torch.full_like(q, float(n_meas)), q, generator=gen).to(x.dtype)
+    return torch.zeros(x.shape[0], classes, dtype=x.dtype).index_add_(0, rows, counts.view(-1, classes)) / n_meas
+
+
+def fraction_mid(p: Tensor, lo: float = 0.1, hi: float = 0.9) -> float:
+    """Fraction of synapses whose switching probability lies strictly between ``lo`` and ``hi``."""
+    return float(((p > lo) & (p < hi)).float().mean())
+
+
+# ---------------------------------------------------------------------------- settings
+class MeanVarSettings(TrainingSettings):
+    """Settings of ``train-meanvar``. Amplitudes in tesla, widths in seconds."""
+
+    forward: Forward = Field("chip", description="chip (in-situ) | model (ex-situ, tested on chip) | continuous")
+    measurements: int = Field(1, ge=1, le=1_000_000, description="N: trials per synapse per sample")
+    width: float = Field(1e-6, gt=0, description="field pulse width, seconds")
+    amplitude_unit: float = Field(1e-3, gt=0, description="unit of the trained parameter, tesla (Adam steps in it)")
+    init_spread: float = Field(0.1, ge=0, description="std of the initial amplitudes around x0, in amplitude_unit")
+    test_passes: int = Field(16, ge=1, le=1000, description="stochastic test passes averaged")
+    val_passes: int = Field(1, ge=1, le=1000, description="stochastic validation passes per epoch")
+    calibrate: bool = Field(True, description="calibrate the wires first (else use x0, dx, a below)")
+    calibration_start: float = Field(1.5e-3, description="calibration sweep start, tesla")
+    calibration_stop: float = Field(8.0e-3, description="calibration sweep stop, tesla")
+    calibration_points: int = Field(25, ge=3, le=1000)
+    calibration_repeats: int = Field(200, ge=1, le=1_000_000)
+    x0: float = Field(4.63168e-3, description="nominal law mid-point, tesla (calibrate = false)")
+    dx: float = Field(2.72741e3, gt=0, description="nominal law slope, 1/tesla")
+    a: float = Field(0.97813, gt=0, le=1, description="nominal law contrast")
+
+
+# ---------------------------------------------------------------------------- the protocol
+class MeanVarTraining(ChipProtocol):
+    """Single-layer classifier of stochastic binary DW synapses, mean/variance rule (see module docstring)."""
+
+    kind = "train-meanvar"
+    settings_model = MeanVarSettings
+    families = ("dw_nanowire",)
+
+    def __init__(self, name: str, settings: MeanVarSettings, chip: SynapseArray, seed: int = 0):
+        super().__init__(name, settings, chip, seed)
+        s = settings
+        self.data = prepare_data(s, binary=True)
+        self.d, self.c = self.data.features, self.data.classes
+        self.synapses = self.d * self.c
+        if self.synapses > chip.n:
+            raise ValueError(f"a {self.d} -> {self.c} layer needs {self.synapses} synapses; the chip has {chip.n} "
+                             f"(use a larger station, e.g. sim-dw-640)")
+        env = chip.envelope
+        self.h_lo, self.h_hi = env.amplitude_min / s.amplitude_unit, env.amplitude_max / s.amplitude_unit
+        self.a_lo, self.a_hi = inward_f32(env.amplitude_min, env.amplitude_max)
+        if not env.width_min <= s.width <= env.width_max:
+            raise ValueError(f"settings.width {s.width:g} s is outside the station envelope "
+                             f"[{env.width_min:g}, {env.width_max:g}] s")
+        self.calibration = None
+        if s.calibrate:
+            cal = CalibrationSettings(amplitude_start=s.calibration_start, amplitude_stop=s.calibration_stop,
+                                      points=s.calibration_points, widths=[s.width], repeats=s.calibration_repeats,
+                                      synapses=self.synapses, law="logistic")
+            self.calibration = Calibration(f"{name}-calibration", cal, chip, seed)
+        self.batches = math.ceil(len(self.data.y_train) / s.batch_size)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.phase = "calibrate"
+        self.step = 0
+        self.epoch = 0
+        self.batch = 0
+        self.h: Tensor | None = None  # (C, D) trained amplitudes in amplitude_unit (leaf, requires grad)
+        self.bias: Tensor | None = None
+        self.opt: torch.optim.Adam | None = None
+        self.law: dict[str, Tensor] = {}
+        self.best: dict[str, Any] = {"val": -1.0, "epoch": -1, "h": None, "bias": None}
+        self.bad_epochs = 0
+        self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0}
+        self.marks: dict[str, dict] = {}  # chip counters at stage boundaries
+        self.t_train = 0.0
+        self.results: dict[str, Any] = {}
+        self.test_accuracies: list[float] = []
+
+    # ------------------------------------------------------------------ run file
+    def describe(self) -> dict[str, DatasetSpec]:
+        c, d = self.c, self.d
+        specs = dict(self.calibration.describe()) if self.calibration is not None else {}
+        specs.update(training_specs(3))
+        specs.update({
+            "train/amplitude": DatasetSpec(np.float32, (None, c, d), "T", "trained pulse amplitudes at the end of each epoch"),
+            "model/law": DatasetSpec(np.float64, (3, c, d), "SI", "device law used as the model: x0 (T), dx (1/T), a"),
+            "model/amplitude": DatasetSpec(np.float64, (c, d), "T", "final (best-validation) pulse amplitudes"),
+            "model/probability": DatasetSpec(np.float64, (c, d), "", "switching probability of the final amplitudes"),
+            "model/bias": DatasetSpec(np.float64, (c,), "", "output biases (units of switched-count / N)"),
+            "test/accuracy": DatasetSpec(np.float64, (self.settings.test_passes,), "", "test accuracy of each stochastic pass"),
+        })
+        return specs
+
+    # ------------------------------------------------------------------ model pieces
+    def amplitude(self) -> Tensor:
+        """Current amplitudes in tesla, clipped into the envelope (differentiable inside it).
+
+        The clip is done in tesla against float32 bounds rounded inwards, so that no rounding of
+        the unit conversion can put a pulse outside the envelope the chip checks.
+        """
+        return (self.h * self.settings.amplitude_unit).clamp(self.a_lo, self.a_hi)
+
+    def probability(self, h_tesla: Tensor) -> Tensor:
+        return logistic_depinning(h_tesla, self.law["x0"], self.law["dx"], self.law["a"])
+
+    def _set_law(self) -> None:
+        s = self.settings
+        shape = (self.c, self.d)
+        if self.calibration is not None:
+            fit = self.calibration.fit
+            est = {k: fit.param(k).float() for k in ("x0", "dx", "a")}
+            ok = fit.converged & torch.isfinite(fit.estimate).all(1)
+            for k, v in est.items():  # a failed fit falls back to the median of the good ones
+                median = v[ok].median() if bool(ok.any()) else torch.tensor(getattr(s, k))
+                est[k] = torch.where(ok, v, median)
+            est["a"] = est["a"].clamp(1e-6, 1.0)
+            self.law = {k: v[: self.synapses].reshape(shape).clone() for k, v in est.items()}
+        else:
+            self.law = {k: torch.full(shape, float(getattr(s, k))) for k in ("x0", "dx", "a")}
+
+    def _init_params(self) -> None:
+        s = self.settings
+        g = torch.Generator().manual_seed(self.seed + 7919)
+        h0 = self.law["x0"] / s.amplitude_unit + s.init_spread * torch.randn(self.c, self.d, generator=g)
+        self.h = h0.clamp(self.h_lo, self.h_hi).requires_grad_(True)
+        self.bias = torch.zeros(self.c, requires_grad=True)
+        self.opt = torch.optim.Adam([self.h, self.bias], lr=s.lr)
+
+    def _measure(self, x: Tensor, h_tesla: Tensor, p: Tensor, n_meas: int, on_chip: bool) -> Tensor:
+        if on_chip:
+            return measure_on_chip(self.chip, x, h_tesla, self.settings.width, n_meas)
+        return sample_from_law(x, p, n_meas, self.gen)
+
+    def logits(self, x: Tensor, *, on_chip: bool, grad: bool = False) -> Tensor:
+        """Forward pass with the current parameters: measured, sampled, or continuous (``forward``)."""
+        s = self.settings
+        with torch.set_grad_enabled(grad):
+            h_t = self.amplitude()
+            p = self.probability(h_t)
+            if s.forward == "continuous" and not on_chip:
+                return x @ p.T + self.bias
+            with torch.no_grad():
+                y = self._measure(x, h_t.detach(), p.detach(), s.measurements, on_chip)
+            if not grad:
+                return y + self.bias
+            return meanvar_logits(x, p, s.measurements, y, self.bias)
+
+    def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int]:
+        """One Adam step on a minibatch; returns (loss, number classified right)."""
+        out = self.logits(x, on_chip=self.settings.forward == "chip", grad=True)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            self.h.clamp_(self.h_lo, self.h_hi)
+        return float(loss.detach()), int((out.detach().argmax(1) == y).sum())
+
+    def evaluate(self, x: Tensor, y: Tensor, passes: int, *, on_chip: bool) -> tuple[float, list[float]]:
+        """Mean loss and per-pass accuracies of ``passes`` stochastic forward passes."""
+        losses, accs = [], []
+        for _ in range(passes):
+            out = self.logits(x, on_chip=on_chip)
+            losses.append(float(torch.nn.functional.cross_entropy(out, y)))
+            accs.append(float((out.argmax(1) == y).float().mean()))
+        return float(np.mean(losses)), accs
+
+    # ------------------------------------------------------------------ the run
+    def _total(self) -> int:
+        cal = len(self.calibration.blocks) + 1 if self.calibration is not None else 0
+        return cal + 1 + self.settings.max_epochs * (self.batches + 1) + 1
+
+    def _mark(self, stage: str) -> None:
+        self.marks[stage] = self.chip.counters.as_dict()
+
+    def run(self, ctx: RunContext) -> Iterator[Progress]:
+        with torch_threads(self.settings.threads):
+            yield from self._run(ctx)
+
+    def _run(self, ctx: RunContext) -> Iterator[Progress]:
+        s, w, data = self.settings, ctx.writer, self.data
+        total = self._total()
+        if self.phase == "calibrate":
+            if "start" not in self.marks:
+                self._mark("start")
+            if self.calibration is not None:
+                for prog in self.calibration.run(ctx):
+                    self.step += 1
+                    yield Progress(self.step, total, "calibrate", prog.metrics)
+            self._set_law()
+            self._init_params()
+            self._mark("calibrated")
+            if w is not None:
+                w.write("model/law", torch.stack([self.law[k] for k in ("x0", "dx", "a")]).double().numpy())
+            self.phase = "train"
+            self.step += 1
+            yield Progress(self.step, total, "calibrated")
+        train_on_chip = s.forward == "chip"
+        n = len(data.y_train)
+        while self.phase == "train":
+            t0 = time.perf_counter()
+            perm = epoch_permutation(self.seed, self.epoch, n)
+            while self.batch < self.batches:
+                sel = perm[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
+                loss, correct = self.train_step(data.x_train[sel], data.y_train[sel])
+                a = self.acc
+                a["loss"] += loss
+                a["batches"] += 1
+                a["correct"] += correct
+                a["seen"] += len(sel)
+                self.batch += 1
+                self.step += 1
+                self.t_train += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                yield Progress(self.step, total, "train", {"epoch": self.epoch, "loss": a["loss"] / a["batches"],
+                                                             "accuracy": a["correct"] / a["seen"]})
+            yield from self._end_epoch(w, train_on_chip)
+        if self.phase == "test":
+            yield from self._test(w)
+
+    def _end_epoch(self, w, on_chip: bool) -> Iterator[Progress]:
+        s, data = self.settings, self.data
+        val_loss, val_accs = self.evaluate(data.x_val, data.y_val, s.val_passes, on_chip=on_chip) if len(data.y_val) \
+            else (float("nan"), [0.0])
+        val = float(np.mean(val_accs))
+        with torch.no_grad():
+            p = self.probability(self.amplitude())
+        since = counters_delta(self.chip.counters, Counters(**self.marks["calibrated"]))
+        a = self.acc
+        row = (self.epoch, a["loss"] / max(a["batches"], 1), a["correct"] / max(a["seen"], 1), val_loss, val,
+               fraction_mid(p), since.pulses, since.reads, since.energy_j, self.t_train)
+        if w is not None:
+            w.append("train/metrics", np.array([row], dtype=METRICS_DTYPE))
+            w.append("train/amplitude", self.amplitude().detach().numpy()[None])
+        if val > self.best["val"]:
+            self.best = {"val": val, "epoch": self.epoch, "h": self.h.detach().clone(), "bias": self.bias.detach().clone()}
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.epoch += 1
+        self.batch = 0
+        self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0}
+        if self.epoch >= s.max_epochs or self.bad_epochs >= s.patience:
+            with torch.no_grad():
+                self.h.copy_(self.best["h"])
+                self.bias.copy_(self.best["bias"])
+            self._mark("trained")
+            self.phase = "test"
+        self.step += 1
+        yield Progress(self.step, self._total(), "epoch", {"epoch": self.epoch - 1, "loss": row[1], "accuracy": row[2],
+                                                          "val_accuracy": val, "fraction_mid": row[5]})
+
+    def _test(self, w) -> Iterator[Progress]:
+        s, data = self.settings, self.data
+        on_chip = s.forward != "continuous"
+        _, accs = self.evaluate(data.x_test, data.y_test, s.test_passes, on_chip=on_chip)
+        self.test_accuracies = accs
+        self._mark("tested")
+        with torch.no_grad():
+            h_t = self.amplitude()
+            p = self.probability(h_t)
+            cont = float(((data.x_test @ p.T + self.bias).argmax(1) == data.y_test).float().mean())
+        test = counters_delta(Counters(**self.marks["tested"]), Counters(**self.marks["trained"]))
+        train = counters_delta(Counters(**self.marks["trained"]), Counters(**self.marks["calibrated"]))
+        cal = counters_delta(Counters(**self.marks["calibrated"]), Counters(**self.marks["start"]))
+        inferences = s.test_passes * len(data.y_test)
+        self.results = {
+            "test_accuracy": float(np.mean(accs)),
+            "test_accuracy_std": float(np.std(accs)),
+            "continuous_test_accuracy": cont,
+            "fraction_mid": fraction_mid(p),
+            "best_epoch": self.best["epoch"],
+            "epochs": self.epoch,
+            "val_accuracy": self.best["val"],
+            "train_time_s": self.t_train,
+            "calibration_energy_j": cal.energy_j,
+            "training_pulses": train.pulses,
+            "training_reads": train.reads,
+            "training_energy_j": train.energy_j,
+            "inference_trials": test.trials / inferences if on_chip else 0.0,
+            "inference_energy_j": test.energy_j / inferences if on_chip else 0.0,
+        }
+        if s.float_baseline:
+            fl = train_float(data, [self.d, self.c], seed=self.seed, lr=s.lr, batch_size=s.batch_size,
+                             max_epochs=s.max_epochs, patience=s.patience)
+            self.results["float_test_accuracy"] = fl["test_accuracy"]
+        if w is not None:
+            w.write("model/amplitude", h_t.double().numpy())
+            w.write("model/probability", p.double().numpy())
+            w.write("model/bias", self.bias.detach().double().numpy())
+            w.write("test/accuracy", np.array(accs))
+            rows = [counters_row("calibration", cal), counters_row("training", train), counters_row("test", test)]
+            w.write("energy/ledger", np.array(rows, dtype=COUNTER_DTYPE))
+        self.phase = "done"
+        self.step += 1
+        yield Progress(self.step, self.step, "test", {"test_accuracy": self.results["test_accuracy"]})
+
+    # ------------------------------------------------------------------ results and resume
+    def summary(self) -> dict[str, Any]:
+        s = self.settings
+        return {"protocol": self.kind, "forward": s.forward, "measurements": s.measurements, "data": s.data,
+                "synapses": self.synapses, **self.results}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase, "step": self.step, "epoch": self.epoch, "batch": self.batch,
+            "h": None if self.h is None else self.h.detach().clone(),
+            "bias": None if self.bias is None else self.bias.detach().clone(),
+            "opt": None if self.opt is None else self.opt.state_dict(),
+            "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "law": {k: v.clone() for k, v in self.law.items()},
+            "best": dict(self.best), "bad_epochs": self.bad_epochs, "acc": dict(self.acc),
+            "marks": {k: dict(v) for k, v in self.marks.items()}, "t_train": self.t_train,
+            "calibration": None if self.calibration is None else self.calibration.state_dict(),
+            "calibration_fit": None if self.calibration is None else self.calibration.fits,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase, self.step, self.epoch, self.batch = state["phase"], state["step"], state["epoch"], state["batch"]
+        self.law = {k: v.clone() for k, v in state["law"].items()}
+        if state["h"] is not None:
+            self.h = state["h"].clone().requires_grad_(True)
+            self.bias = state["bias"].clone().requires_grad_(True)
+            self.opt = torch.optim.Adam([self.h, self.bias], lr=self.settings.lr)
+            self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.best = dict(state["best"])
+        self.bad_epochs = state["bad_epochs"]
+        self.acc = dict(state["acc"])
+        self.marks = {k: dict(v) for k, v in state["marks"].items()}
+        self.t_train = state["t_train"]
+        if self.calibration is not None and state["calibration"] is not None:
+            self.calibration.load_state_dict(state["calibration"])
+            self.calibration.fits = state["calibration_fit"] or []
+            self.calibration.fit = self.calibration.fits[0] if self.calibration.fits else None
+
+
