@@ -8,7 +8,6 @@ from .calibration import Calibration
 from .kstate import KStateTraining
 from .meanvar import MeanVarTraining
 
-REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration, MeanVarTraining, KStateTraining,
-                                                                   TrainCluster)}
+REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration, MeanVarTraining, KStateTraining)}
 
 __all__ = ["REGISTRY", "ChipProtocol", "Settings"]
