@@ -43,9 +43,11 @@ class Envelope:
             ("amplitude", amplitude, self.amplitude_min, self.amplitude_max, self.amplitude_unit),
             ("width", width, self.width_min, self.width_max, "s"),
         ):
-            smallest, largest = torch.aminmax(value)  # one pass; NaN propagates and fails the test
-            if not (float(smallest) >= lo and float(largest) <= hi):
-                bad = ~((value >= lo) & (value <= hi))  # also catches NaN
+            # One pass; compared exactly as the per-element test below compares (in the tensor's
+            # dtype), so a value on the limit passes both. NaN propagates and fails both.
+            smallest, largest = torch.aminmax(value)
+            if not bool((smallest >= lo) & (largest <= hi)):
+                bad = ~((value >= lo) & (value <= hi))
                 k = int(bad.reshape(-1).nonzero()[0])
                 where = ""
                 if value.numel() > 1:

@@ -5,9 +5,12 @@
 
 from .base import ChipProtocol, Settings
 from .calibration import Calibration
+from .cluster import TrainCluster
+from .hebbian import TrainHebbian
 from .kstate import KStateTraining
 from .meanvar import MeanVarTraining
 
-REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration, MeanVarTraining, KStateTraining)}
+REGISTRY: dict[str, type[ChipProtocol]] = {cls.kind: cls for cls in (Calibration, MeanVarTraining, KStateTraining,
+                                                                   TrainCluster, TrainHebbian)}
 
 __all__ = ["REGISTRY", "ChipProtocol", "Settings"]

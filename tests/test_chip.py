@@ -50,3 +50,11 @@ def test_read_returns_signal_and_levels(chip):
     result = chip.read([0, 1, 2], repeats=4)
     assert result.signal.shape == (3, 4) and torch.equal(result.level, torch.zeros(3, 4, dtype=torch.int64))
     assert chip.counters.reads == 12
+
+
+def test_values_on_the_envelope_limits_are_allowed(chip):
+    """float32 amplitudes equal to the limits (1.2e-2 is not exact in float32) pass; just beyond fails."""
+    chip.pulse([0, 1], torch.tensor([0.012, -0.02]), torch.tensor([1e-3, 1e-8]))
+    chip.pulse(None, 0.012, 1e-8)
+    with pytest.raises(EnvelopeError, match="synapse 1"):
+        chip.pulse([0, 1], torch.tensor([0.012, 0.0121]), 1e-6)

@@ -140,6 +140,27 @@ def test_stuck_devices_never_change():
     assert int(counts[10:].min()) > 15  # far above threshold the free wires switch
 
 
+def test_dw_fast_path_equals_the_logistic_law():
+    chip = DWNanowireArray(1000, seed=4)
+    h = torch.linspace(-2e-3, 1e-2, 1000)
+    law = logistic_depinning(h, chip.x0, chip.dx, chip.a)
+    assert torch.allclose(chip.switch_probability(None, h, torch.tensor(1e-6)), law, atol=1e-6)
+    idx = torch.tensor([5, 5, 7])
+    assert torch.allclose(chip.switch_probability(idx, h[:3], torch.tensor(1e-6)),
+                          logistic_depinning(h[:3], chip.x0[idx], chip.dx[idx], chip.a[idx]), atol=1e-6)
+
+
+def test_stt_fast_path_equals_the_thermal_law():
+    chip = STTMTJArray(1000, seed=4)
+    v = torch.linspace(-0.2, 1.1, 1000)
+    for width in (1e-8, 1e-7):
+        fast = chip.switch_probability(None, v, torch.tensor(width))
+        law = thermal_switching(v, torch.tensor(width), chip.delta_p2ap, chip.vc0_p2ap, chip.tau0)
+        assert torch.allclose(fast, law, atol=2e-6, rtol=1e-4)
+    # the opposite polarity raises the barrier: P -> AP is negligible, not a special case
+    assert float(chip.switch_probability(None, torch.tensor(-0.5), torch.tensor(1e-8)).max()) < 1e-25
+
+
 def test_stt_polarity_and_energy():
     chip = STTMTJArray(1000, seed=0, read_noise=1.0)
     chip.reset(None)

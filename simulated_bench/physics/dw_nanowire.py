@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from analysis.energy import field_pulse_energy
-from analysis.switching_laws import gaussian_depinning, logistic_depinning
+from analysis.switching_laws import gaussian_depinning
 
 from .device_array import BinaryDeviceArray, Index, spread
 
@@ -60,13 +60,17 @@ class DWNanowireArray(BinaryDeviceArray):
         self.dx = spread(dx, dx_spread, n, g, lognormal=True)
         self.a = (a + a_spread * torch.randn(n, generator=g, dtype=torch.float64)).clamp(0.0, 1.0).float()
         self.sigma = spread(sigma, dx_spread, n, g, lognormal=True)
+        self.floor = 1.0 - self.a  # probability of passing at low field
         self.kerr_levels = torch.tensor([kerr_offset, kerr_offset + kerr_contrast]).expand(n, 2)
         self.noise = torch.full((n,), read_noise)
         self.field_energy_coefficient = field_energy_coefficient
 
     def switch_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
+        """Depinning probability per wire. The logistic law is evaluated in place on one buffer
+        (the simulator's hot path; a test checks it equals ``logistic_depinning``)."""
         if self.law == "logistic":
-            return logistic_depinning(amplitude, self._sel(self.x0, idx), self._sel(self.dx, idx), self._sel(self.a, idx))
+            p = torch.sub(amplitude, self._sel(self.x0, idx))
+            return p.mul_(self._sel(self.dx, idx)).sigmoid_().mul_(self._sel(self.a, idx)).add_(self._sel(self.floor, idx))
         return gaussian_depinning(amplitude, self._sel(self.x0, idx), self._sel(self.sigma, idx))
 
     def transition(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:

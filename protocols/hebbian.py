@@ -1,0 +1,494 @@
+"""Hebbian learning with stochastic binary STT-MTJ synapses (after Zhou et al.; REFERENCES.md section 4).
+
+Network: binary input pulses (binarised features, 8x8 digits by default) drive, through binary
+STT-MTJ synapses, ``neurons`` leaky integrate-and-fire (LIF) output neurons with winner-take-all
+(WTA) lateral inhibition.
+
+**Inputs.** Features scaled to [0, 1] and binarised at ``binarise_threshold``. With
+``complement = true`` (the default) every pixel drives two rows, the pixel and its complement
+(an "off" pulse), so an input always has as many active rows as pixels, and a synapse can learn
+that a pixel should be *off* (documented choice; without it a neuron with many P synapses wins
+every input it covers. The results table reports both).
+
+**Synapses and weights.** Synapse (neuron j, row i) is ``mtjs_per_synapse`` (k) MTJs, chip
+indices ``(j * rows + i) * k + m``. The protocol reads each MTJ's resistance (ohms) and uses its
+conductance ``G = 1/R``. Negative weights come from a differential read against a reference
+column at the midpoint conductance ``G_ref = (G_P + G_AP) / 2``, with G_P and G_AP the mean
+conductances of the MTJs last read as P and as AP (the reference is re-estimated at every full
+read). The weight is ``w = mean_m (G - G_ref) / ((G_P - G_AP) / 2)``: about +1 when all k MTJs
+are in P (low resistance, potentiated), -1 when all are in AP, the fraction in P in between.
+
+**Neurons.** For a sample, row currents ``I_j = sum_i x_i w_ji`` (in units of half the
+conductance window) charge ``v_j <- (1 - leak) v_j + I_j`` for up to ``steps`` time steps; the
+first neuron to reach ``theta_rest + theta_j`` fires and inhibits the others (ties: the larger
+overshoot). The crossing time is computed in closed form (the exact discrete-time LIF with a
+constant input; the tests check it against a step-by-step simulation). No spike within the
+window: no learning for that sample (reported as ``silent``).
+
+**Learning.** When neuron j fires, one ``chip.pulse`` call sends every MTJ of neuron j a pulse
+of ``pulse_width`` seconds: a *potentiation* pulse (negative voltage, AP -> P, toward high
+conductance) to the MTJs of rows with an active input, a *depression* pulse (positive voltage,
+P -> AP) to the others. The pulse voltages are set from the calibrated thermal law (Koch et
+al.; ``delta_*``, ``vc0_*``, ``tau0`` settings: the calibration values, by default the simulated
+station's nominal ones) so that each switches with probability ``p``: the switching probability
+is the learning rate. ``p`` is fixed (``p_end`` omitted or equal) or annealed geometrically from
+``p_start`` to ``p_end`` over the run; the voltages are recomputed at every sample.
+
+**What is read, and when.** A shadow of the conductances last read: the whole array is read at
+the start of every epoch (one full crossbar read, which also re-estimates G_P, G_AP and G_ref),
+and after every learning step the MTJs just pulsed are read back, so the winner of the next
+sample is computed from measured conductances.
+
+**Homeostasis.** Adaptive thresholds: the winner's ``theta_j`` grows by ``theta_plus`` and all
+thresholds decay with time constant ``theta_tau`` samples, so a few neurons cannot win
+everything (``homeostasis = false`` turns it off, for the comparison in the tests and results).
+
+**Labels and accuracy.** After training the learning is switched off and the thresholds set to
+zero (only ``theta_rest``); every neuron gets the majority class of the training samples it wins;
+a test sample is classified by the label of its winner (when no neuron fires, the neuron
+closest to threshold at the end of the window is taken; counted as ``silent``).
+
+**Baseline (same shape, float).** The same network with float weights in [-1, 1] and the
+expected value of the stochastic rule, ``w_j += p (2 x - 1 - w_j)`` for the winner, with the
+same LIF, homeostasis, ``p`` schedule and sample order.
+
+**Energy** (joules, ``chip.counters.energy_j``): learning = all pulses and reads of training;
+per inference = one differential crossbar evaluation, i.e. the energy of the final full read
+scaled by the mean fraction of active input rows (only rows with an input pulse are biased).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from analysis.switching_laws import thermal_switching_voltage
+from labctl.engine import Progress, RunContext
+from labctl.store import DatasetSpec
+
+from . import datasets
+from .base import ChipProtocol, Settings
+from .readout import generator_state, majority_labels, restore_generator, single_thread
+
+Tensor = torch.Tensor
+
+METRICS_DTYPE = np.dtype([
+    ("epoch", "<i4"), ("samples", "<i8"), ("p", "<f8"), ("silent", "<i4"), ("max_win_fraction", "<f8"),
+    ("neurons_used", "<i4"), ("pulses", "<i8"), ("reads", "<i8"), ("energy_j", "<f8"), ("wall_s", "<f8"),
+])
+ENERGY_DTYPE = np.dtype([
+    ("learning_j", "<f8"), ("inference_j", "<f8"), ("learning_pulses", "<i8"), ("learning_reads", "<i8"),
+    ("potentiation_pulses", "<i8"), ("depression_pulses", "<i8"),
+])
+
+
+class HebbianSettings(Settings):
+    """Settings of train-hebbian. Voltages in volts, widths and tau0 in seconds, thresholds in units of
+    half the conductance window times active rows."""
+
+    data: Literal["iris", "breast_cancer", "wine", "digits"] = "digits"
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    split_seed: int = Field(0, ge=0)
+    binarise_threshold: float = Field(0.5, gt=0, lt=1)
+    complement: bool = Field(True, description="also drive a complement row per feature (pixel off)")
+    limit_train: int | None = Field(None, ge=10, description="use only the first N training samples (tests)")
+    neurons: int = Field(100, ge=2, le=100_000)
+    mtjs_per_synapse: int = Field(1, ge=1, le=64, description="compound synapse: k MTJs, weight = fraction in P")
+    epochs: int = Field(4, ge=1, le=1000)
+    p_start: float = Field(0.1, gt=0, lt=1, description="switching probability per learning pulse (start)")
+    p_end: float | None = Field(None, gt=0, lt=1, description="annealed to this (geometric); None: fixed p_start")
+    pulse_width: float = Field(1e-8, gt=0, description="learning pulse width, seconds")
+    delta_p2ap: float = Field(45.0, gt=0, description="calibrated thermal stability, P -> AP")
+    vc0_p2ap: float = Field(0.8, gt=0, description="calibrated critical voltage P -> AP, volts")
+    delta_ap2p: float = Field(42.0, gt=0, description="calibrated thermal stability, AP -> P")
+    vc0_ap2p: float = Field(0.6, gt=0, description="calibrated critical voltage AP -> P, volts")
+    tau0: float = Field(1e-9, gt=0, description="attempt time, seconds")
+    leak: float = Field(0.1, gt=0, lt=1, description="membrane leak per time step")
+    steps: int = Field(20, ge=1, le=10_000, description="time steps per presentation")
+    theta_rest: float = Field(5.0, ge=0, description="resting threshold")
+    homeostasis: bool = True
+    theta_plus: float = Field(10.0, ge=0, description="threshold increase of the winner")
+    theta_tau: float = Field(3000.0, gt=0, description="threshold decay time constant, samples")
+    init_p: float = Field(0.5, ge=0, le=1, description="fraction of MTJs randomly switched to AP at the start")
+    batch: int = Field(100, ge=1, description="samples between safe points (one metrics row each)")
+    baseline: bool = True
+
+
+def lif_first_spike(current: Tensor, threshold: Tensor, leak: float, steps: int) -> tuple[Tensor, Tensor]:
+    """Winner of a WTA layer of discrete-time LIF neurons driven by constant currents.
+
+    ``v[t] = (1 - leak) v[t-1] + I`` from ``v[0] = 0``, t = 1..steps; a neuron fires at the first t
+    with ``v[t] >= threshold``. ``current`` (m, N), ``threshold`` (N,) or (m, N). Returns
+    ``(winner, fired)``: the first neuron to fire (ties: largest ``v - threshold`` at that step;
+    where none fires within ``steps``, the one with the largest ``v[steps] - threshold``) and
+    whether it fired. Closed form: ``v[t] = I (1 - a^t) / (1 - a)``, ``a = 1 - leak``.
+    """
+    a = 1.0 - leak
+    current = current.double()
+    threshold = torch.as_tensor(threshold, dtype=torch.float64).expand_as(current)
+    ratio = threshold * leak / current  # need 1 - a^t >= ratio
+    with torch.no_grad():
+        t_cross = torch.where(
+            current > 0,
+            torch.where(ratio <= 0, torch.ones_like(ratio), torch.log1p(-ratio.clamp(max=1.0 - 1e-15)) / math.log(a)),
+            torch.full_like(ratio, math.inf),
+        )
+        t_cross = torch.where((current > 0) & (ratio < 1), t_cross.clamp(min=1.0), torch.full_like(ratio, math.inf))
+        t_int = torch.ceil(t_cross - 1e-9).clamp(min=1.0)
+        # guard the rounding: make sure v[t_int] >= threshold, else step once more
+        v_at = current * (1.0 - a ** t_int) / leak
+        t_int = torch.where(v_at < threshold, t_int + 1.0, t_int)
+        t_int = torch.where(torch.isfinite(t_cross), t_int, torch.full_like(t_int, math.inf))
+        first = t_int.min(1).values
+        fired = first <= steps
+        t_eval = torch.where(fired, first, torch.full_like(first, float(steps))).unsqueeze(1)
+        over = current * (1.0 - a ** t_eval) / leak - threshold
+        over = torch.where(fired.unsqueeze(1) & (t_int != first.unsqueeze(1)), torch.full_like(over, -math.inf), over)
+        winner = over.argmax(1)
+    return winner, fired
+
+
+def lif_simulate(current: Tensor, threshold: Tensor, leak: float, steps: int) -> tuple[Tensor, Tensor]:
+    """Step-by-step reference of :func:`lif_first_spike` (slow; for tests)."""
+    current = current.double()
+    threshold = torch.as_tensor(threshold, dtype=torch.float64).expand_as(current)
+    v = torch.zeros_like(current)
+    winner = torch.full((len(current),), -1, dtype=torch.int64)
+    for _ in range(steps):
+        v = (1.0 - leak) * v + current
+        over = v - threshold
+        best = over.max(1)
+        new = (winner < 0) & (best.values >= 0)
+        winner = torch.where(new, best.indices, winner)
+    fired = winner >= 0
+    winner = torch.where(fired, winner, (v - threshold).argmax(1))
+    return winner, fired
+
+
+class TrainHebbian(ChipProtocol):
+    """Stochastic Hebbian WTA learning on binary STT-MTJ synapses (see the module docstring)."""
+
+    kind = "train-hebbian"
+    settings_model = HebbianSettings
+    families = ("stt_mtj",)
+
+    def __init__(self, name: str, settings: HebbianSettings, chip, seed: int = 0):
+        super().__init__(name, settings, chip, seed)
+        s = settings
+        self.data = datasets.load(s.data, test_fraction=s.test_fraction, seed=s.split_seed)
+        self.x_train = self.encode(self.data.x_train)
+        self.y_train = self.data.y_train
+        if s.limit_train is not None:
+            self.x_train, self.y_train = self.x_train[: s.limit_train], self.y_train[: s.limit_train]
+        self.x_test = self.encode(self.data.x_test)
+        self.rows = self.x_train.shape[1]
+        self.k = s.mtjs_per_synapse
+        self.synapses = s.neurons * self.rows * self.k
+        if self.synapses > chip.n:
+            raise ValueError(f"{s.neurons} neurons x {self.rows} rows x {self.k} MTJs need {self.synapses} devices, "
+                             f"but the chip has {chip.n}")
+        self.index = torch.arange(self.synapses).reshape(s.neurons, self.rows, self.k)
+        self.total_samples = s.epochs * len(self.x_train)
+        self.per_epoch = math.ceil(len(self.x_train) / s.batch)
+        for p in (s.p_start, s.p_end or s.p_start):  # refuse a schedule outside the envelope up front
+            pot, dep = self.voltages(p)
+            chip.envelope.check_pulse(torch.tensor([pot, dep]), torch.tensor(s.pulse_width), None)
+        # --- resumable state
+        self.phase = "init"
+        self.epoch = 0
+        self.pos = 0
+        self.perm = torch.arange(len(self.x_train))
+        self.conductance = torch.zeros(s.neurons, self.rows, self.k, dtype=torch.float64)  # siemens, last read
+        self.g_p = self.g_ap = 0.0
+        self.theta = torch.zeros(s.neurons, dtype=torch.float64)
+        self.wins = torch.zeros(s.neurons, dtype=torch.int64)  # whole training
+        self.epoch_wins = torch.zeros(s.neurons, dtype=torch.int64)
+        self.gen_order = torch.Generator().manual_seed(seed)
+        self.gen_init = torch.Generator().manual_seed(seed + 1_000_003)
+        self.pulses_pot = 0
+        self.pulses_dep = 0
+        self.marks: dict[str, tuple[float, int, int]] = {}
+        self.wall_s = 0.0
+        self.results: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ encoding and laws
+    def encode(self, x: Tensor) -> Tensor:
+        """Binary input rows: binarised features, followed by their complements if ``complement``."""
+        b = datasets.binarise(x, self.settings.binarise_threshold)
+        return torch.cat([b, 1.0 - b], dim=1) if self.settings.complement else b
+
+    def p_at(self, done: int) -> float:
+        """Switching probability after ``done`` training samples (fixed, or geometric anneal)."""
+        s = self.settings
+        if s.p_end is None:
+            return s.p_start
+        frac = min(1.0, done / max(1, self.total_samples - 1))
+        return s.p_start * (s.p_end / s.p_start) ** frac
+
+    def voltages(self, p: float) -> tuple[float, float]:
+        """(potentiation, depression) pulse voltages, volts: -V(AP->P) and +V(P->AP) for probability p."""
+        s = self.settings
+        v_pot = float(thermal_switching_voltage(p, s.pulse_width, s.delta_ap2p, s.vc0_ap2p, s.tau0))
+        v_dep = float(thermal_switching_voltage(p, s.pulse_width, s.delta_p2ap, s.vc0_p2ap, s.tau0))
+        return -v_pot, v_dep
+
+    # ------------------------------------------------------------------ chip access
+    def _read(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        r = self.chip.read(idx.reshape(-1))
+        return 1.0 / r.signal[:, 0].double(), r.level[:, 0]
+
+    def _read_all(self) -> None:
+        g, level = self._read(self.index)
+        self.conductance = g.reshape(self.conductance.shape).clone()
+        in_p, in_ap = level == 0, level == 1
+        # reference column: midpoint of the mean P and AP conductances seen in this read
+        if bool(in_p.any()):
+            self.g_p = float(g[in_p].mean())
+        if bool(in_ap.any()):
+            self.g_ap = float(g[in_ap].mean())
+
+    def weights(self, conductance: Tensor | None = None) -> Tensor:
+        """Differential weights (neurons, rows) in about [-1, 1] from conductances."""
+        g = self.conductance if conductance is None else conductance
+        g_ref = 0.5 * (self.g_p + self.g_ap)
+        half = 0.5 * (self.g_p - self.g_ap)
+        return ((g - g_ref) / half).mean(-1)
+
+    def _counters(self) -> tuple[float, int, int]:
+        c = self.chip.counters
+        return c.energy_j, c.pulses, c.reads
+
+    def _initialise(self) -> None:
+        s = self.settings
+        idx = self.index.reshape(-1)
+        self.chip.reset(idx)  # all P
+        if s.init_p > 0:
+            flip = torch.rand(len(idx), generator=self.gen_init) < s.init_p
+            if bool(flip.any()):
+                # a strong P -> AP pulse: near-certain switching (read back, so failures are seen)
+                v = float(thermal_switching_voltage(0.999, s.pulse_width, s.delta_p2ap, s.vc0_p2ap, s.tau0))
+                v = min(v, 0.999 * self.chip.envelope.amplitude_max)  # stay strictly inside the envelope
+                self.chip.pulse(idx[flip], v, s.pulse_width)
+        self._read_all()
+
+    def _learn(self, x: Tensor, p: float) -> tuple[bool, int]:
+        """Present one sample: LIF WTA on the shadow weights, then the Hebbian pulses. Returns (fired, winner)."""
+        s = self.settings
+        current = (self.weights() @ x.double()).unsqueeze(0)
+        threshold = s.theta_rest + (self.theta if s.homeostasis else torch.zeros_like(self.theta))
+        winner, fired = lif_first_spike(current, threshold, s.leak, s.steps)
+        if s.homeostasis:
+            self.theta *= math.exp(-1.0 / s.theta_tau)
+        if not bool(fired[0]):
+            return False, -1
+        j = int(winner[0])
+        v_pot, v_dep = self.voltages(p)
+        active = (x > 0).unsqueeze(1).expand(self.rows, self.k).reshape(-1)
+        amplitude = torch.where(active, torch.tensor(v_pot), torch.tensor(v_dep))
+        idx = self.index[j].reshape(-1)
+        self.chip.pulse(idx, amplitude, s.pulse_width)
+        self.pulses_pot += int(active.sum())
+        self.pulses_dep += int((~active).sum())
+        g, _ = self._read(idx)
+        self.conductance[j] = g.reshape(self.rows, self.k)
+        if s.homeostasis:
+            self.theta[j] += s.theta_plus
+        self.wins[j] += 1
+        self.epoch_wins[j] += 1
+        return True, j
+
+    # ------------------------------------------------------------------ run file
+    def describe(self) -> dict[str, DatasetSpec]:
+        s = self.settings
+        c = self.data.classes
+        return {
+            "train/metrics": DatasetSpec(METRICS_DTYPE, (None,), "", "one row per batch: epoch, samples seen, switching "
+                                         "probability, samples without a spike, largest share of wins of one neuron "
+                                         "this epoch, neurons that won this epoch, cumulative chip pulses, reads, "
+                                         "energy (J), wall time (s)"),
+            "train/wins": DatasetSpec(np.int64, (s.neurons,), "", "training samples won by each neuron"),
+            "train/thresholds": DatasetSpec(np.float64, (s.neurons,), "", "adaptive thresholds at the end of training"),
+            "train/state": DatasetSpec(np.int8, (s.neurons, self.rows, self.k), "", "final MTJ levels read (0 P, 1 AP)"),
+            "train/weights": DatasetSpec(np.float32, (s.neurons, self.rows), "", "final differential weights"),
+            "eval/labels": DatasetSpec(np.int64, (s.neurons,), "", "class assigned to each neuron (-1: never won)"),
+            "eval/accuracy": DatasetSpec(np.float64, (2,), "", "test accuracy [chip, float baseline (nan if off)]"),
+            "eval/confusion": DatasetSpec(np.int64, (c, c), "", "test confusion matrix of the chip [true, predicted]"),
+            "energy": DatasetSpec(ENERGY_DTYPE, (1,), "J", "energy (J) and pulse/read counts of learning and inference"),
+        }
+
+    # ------------------------------------------------------------------ the run
+    def run(self, ctx: RunContext) -> Iterator[Progress]:
+        s = self.settings
+        w = ctx.writer
+        total = s.epochs * self.per_epoch + 2
+        t_start = time.perf_counter() - self.wall_s
+        if self.phase == "init":
+            self.marks["start"] = self._counters()
+            with single_thread():
+                self._initialise()
+            self.marks["init"] = self._counters()
+            self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
+            self.phase = "train"
+            self.wall_s = time.perf_counter() - t_start
+            yield Progress(step=1, total=total, stage="init")
+        while self.phase == "train":
+            with single_thread():
+                if self.pos == 0:
+                    self._read_all()
+                    self.epoch_wins.zero_()
+                stop = min(self.pos + s.batch, len(self.x_train))
+                done0 = self.epoch * len(self.x_train) + self.pos
+                silent = 0
+                for k, i in enumerate(self.perm[self.pos:stop].tolist()):
+                    fired, _ = self._learn(self.x_train[i], self.p_at(done0 + k))
+                    silent += not fired
+            self.pos = stop
+            energy, pulses, reads = self._counters()
+            self.wall_s = time.perf_counter() - t_start
+            won = int(self.epoch_wins.sum())
+            metrics = {"epoch": self.epoch, "samples": self.epoch * len(self.x_train) + stop,
+                       "p": self.p_at(self.epoch * len(self.x_train) + stop - 1), "silent": silent,
+                       "max_win_fraction": float(self.epoch_wins.max()) / won if won else 0.0,
+                       "neurons_used": int((self.epoch_wins > 0).sum()), "pulses": pulses, "reads": reads,
+                       "energy_j": energy, "wall_s": self.wall_s}
+            if w is not None:
+                w.append("train/metrics", np.array([tuple(metrics[k] for k in METRICS_DTYPE.names)], dtype=METRICS_DTYPE))
+            if self.pos >= len(self.x_train):
+                self.epoch += 1
+                self.pos = 0
+                self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
+                if self.epoch >= s.epochs:
+                    self.phase = "eval"
+                    self.marks["train"] = self._counters()
+            step = 1 + self.epoch * self.per_epoch + (math.ceil(self.pos / s.batch) if self.phase == "train" else 0)
+            yield Progress(step=step, total=total, stage="train", metrics=metrics)
+        if self.phase == "eval":
+            self._read_all()
+            self.marks["inference"] = self._counters()
+            with single_thread():
+                self._evaluate(w)
+            self.phase = "done"
+            self.wall_s = time.perf_counter() - t_start
+            yield Progress(step=total, total=total, stage="eval", metrics=self._headline())
+
+    # ------------------------------------------------------------------ evaluation and baseline
+    def classify(self, weights: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Winners (and whether they fired) of samples ``x`` with learning off and thresholds at rest."""
+        s = self.settings
+        current = x.double() @ weights.double().T
+        return lif_first_spike(current, torch.full((s.neurons,), s.theta_rest, dtype=torch.float64), s.leak, s.steps)
+
+    def accuracy_of(self, weights: Tensor) -> tuple[float, Tensor, Tensor, Tensor]:
+        """(test accuracy, neuron labels, test predictions, fraction of silent test samples)."""
+        win_tr, _ = self.classify(weights, self.x_train)
+        labels = majority_labels(win_tr, self.y_train, self.settings.neurons, self.data.classes)
+        win_te, fired = self.classify(weights, self.x_test)
+        pred = labels[win_te]
+        return float((pred == self.data.y_test).float().mean()), labels, pred, 1.0 - fired.double().mean()
+
+    def float_network(self) -> Tensor:
+        """The same network with float weights and the expected update ``w += p (2x - 1 - w)``."""
+        s = self.settings
+        gen_order = torch.Generator().manual_seed(self.seed)
+        gen_init = torch.Generator().manual_seed(self.seed + 1_000_003)
+        flip = torch.rand(self.synapses, generator=gen_init) < s.init_p
+        w = (1.0 - 2.0 * flip.double()).reshape(s.neurons, self.rows, self.k).mean(-1)
+        theta = torch.zeros(s.neurons, dtype=torch.float64)
+        order = torch.randperm(len(self.x_train), generator=gen_order)
+        done = 0
+        for _ in range(s.epochs):
+            for i in order.tolist():
+                x = self.x_train[i].double()
+                thr = s.theta_rest + (theta if s.homeostasis else 0.0)
+                winner, fired = lif_first_spike((w @ x).unsqueeze(0), thr, s.leak, s.steps)
+                if s.homeostasis:
+                    theta *= math.exp(-1.0 / s.theta_tau)
+                if bool(fired[0]):
+                    j = int(winner[0])
+                    w[j] += self.p_at(done) * (2.0 * x - 1.0 - w[j])
+                    if s.homeostasis:
+                        theta[j] += s.theta_plus
+                done += 1
+            order = torch.randperm(len(self.x_train), generator=gen_order)
+        return w
+
+    def _evaluate(self, writer) -> None:
+        s = self.settings
+        weights = self.weights()
+        acc, labels, pred, silent = self.accuracy_of(weights)
+        acc_float = float("nan")
+        if s.baseline:
+            acc_float = self.accuracy_of(self.float_network())[0]
+        c = self.data.classes
+        confusion = torch.zeros(c, c, dtype=torch.int64)
+        ok = pred >= 0
+        confusion.index_put_((self.data.y_test[ok], pred[ok]), torch.ones(int(ok.sum()), dtype=torch.int64), accumulate=True)
+        e0, p0, r0 = self.marks["start"]
+        e2, p2, r2 = self.marks["train"]
+        e3, _, _ = self.marks["inference"]
+        active_fraction = float(self.x_test.mean())
+        self.energy = {"learning_j": e2 - e0, "inference_j": (e3 - e2) * active_fraction,
+                       "learning_pulses": p2 - p0, "learning_reads": r2 - r0,
+                       "potentiation_pulses": self.pulses_pot, "depression_pulses": self.pulses_dep}
+        wins = self.wins.double()
+        self.results = {"accuracy": acc, "accuracy_float": acc_float, "silent_test": float(silent),
+                        "neurons_labelled": int((labels >= 0).sum()),
+                        "max_win_fraction": float(wins.max() / wins.sum()) if wins.sum() > 0 else 0.0,
+                        "labels": labels}
+        if writer is not None:
+            state = (self.conductance < 0.5 * (self.g_p + self.g_ap)).to(torch.int8)  # 1 = AP (low conductance)
+            writer.write("train/wins", self.wins.numpy())
+            writer.write("train/thresholds", self.theta.numpy())
+            writer.write("train/state", state.numpy())
+            writer.write("train/weights", weights.float().numpy())
+            writer.write("eval/labels", labels.numpy())
+            writer.write("eval/accuracy", np.array([acc, acc_float]))
+            writer.write("eval/confusion", confusion.numpy())
+            writer.write("energy", np.array([tuple(self.energy[k] for k in ENERGY_DTYPE.names)], dtype=ENERGY_DTYPE))
+
+    # ------------------------------------------------------------------ results
+    def _headline(self) -> dict[str, float]:
+        return {k: v for k, v in self.results.items() if k != "labels"}
+
+    def summary(self) -> dict[str, Any]:
+        s = self.settings
+        out: dict[str, Any] = {"protocol": self.kind, "data": s.data, "neurons": s.neurons, "rows": self.rows,
+                               "mtjs_per_synapse": self.k, "p_start": s.p_start, "p_end": s.p_end if s.p_end else s.p_start,
+                               "epochs_done": self.epoch, "phase": self.phase, "wall_s": self.wall_s}
+        out.update(self._headline())
+        if getattr(self, "energy", None):
+            out.update({f"energy_{k}" if k.endswith("_j") else k: v for k, v in self.energy.items()})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase, "epoch": self.epoch, "pos": self.pos, "perm": self.perm.clone(),
+            "conductance": self.conductance.clone(), "g_p": self.g_p, "g_ap": self.g_ap,
+            "theta": self.theta.clone(), "wins": self.wins.clone(), "epoch_wins": self.epoch_wins.clone(),
+            "gen_order": generator_state(self.gen_order), "gen_init": generator_state(self.gen_init),
+            "pulses_pot": self.pulses_pot, "pulses_dep": self.pulses_dep, "marks": dict(self.marks),
+            "wall_s": self.wall_s, "results": dict(self.results), "energy": dict(getattr(self, "energy", {}) or {}),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase = state["phase"]
+        self.epoch = int(state["epoch"])
+        self.pos = int(state["pos"])
+        self.perm = state["perm"].clone()
+        self.conductance = state["conductance"].clone()
+        self.g_p, self.g_ap = float(state["g_p"]), float(state["g_ap"])
+        self.theta = state["theta"].clone()
+        self.wins = state["wins"].clone()
+        self.epoch_wins = state["epoch_wins"].clone()
+        self.gen_order = restore_generator(state["gen_order"])
+        self.gen_init = restore_generator(state["gen_init"])
+        self.pulses_pot, self.pulses_dep = int(state["pulses_pot"]), int(state["pulses_dep"])
+        self.marks = dict(state["marks"])
+        self.wall_s = float(state["wall_s"])
+        self.results = dict(state["results"])
+        self.energy = dict(state["energy"])
