@@ -202,8 +202,12 @@ def cmd_resume(args) -> int:
     pfile = validate(ProtocolFile, attrs.get("protocol"), f"{path} (attribute 'protocol')")
     station = validate(StationConfig, attrs.get("station"), f"{path} (attribute 'station')")
     protocol, chip = build(pfile, str(path), station, attrs.get("seed"))
-    state = torch.load(io.BytesIO(payload), weights_only=True)
-    protocol.load_state_dict(state["plan"])
+    try:  # weights_only: a run file is data, and loading it must not run code
+        state = torch.load(io.BytesIO(payload), weights_only=True)
+        protocol.load_state_dict(state["plan"])
+    except Exception as exc:  # a checkpoint this version cannot use: say so, do not crash
+        chip.close()
+        raise BadInput(f"{path}: the checkpoint at step {step} cannot be loaded ({type(exc).__name__}: {exc})") from None
     if "chip" in state and hasattr(chip, "load_state_dict"):
         chip.load_state_dict(state["chip"])
     if status == "incomplete":  # left by a killed writer: copy it into a clean file, then continue that
@@ -235,6 +239,15 @@ def cmd_info(args) -> int:
         print(f"{key:>15}: {_fmt(value)}")
     print(f"{'events':>15}: " + ", ".join(e["kind"] for e in info["events"]))
     return EXIT_OK
+
+
+def cmd_gui(args) -> int:
+    """The probe-station GUI; Qt is imported only here, so the other commands work without a display."""
+    try:
+        from .gui import main as gui_main
+    except ImportError as exc:
+        raise BadInput(f"the GUI needs PyQt5 and pyqtgraph ({exc})") from None
+    return gui_main([*([args.file] if args.file else []), *(["--station", args.station] if args.station else [])])
 
 
 def cmd_list(kind: str):
@@ -281,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("gui", help="the probe-station GUI: run a protocol, or watch/review a run file")
+    p.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review")
+    p.add_argument("--station", help="station TOML file or embedded name (default: the protocol's)")
+    p.set_defaults(func=cmd_gui)
 
     sub.add_parser("protocols", help="list embedded protocols").set_defaults(func=cmd_list("protocols"))
     sub.add_parser("stations", help="list embedded stations").set_defaults(func=cmd_list("stations"))

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from analysis.fitting import FitResult
 from analysis.switching_laws import logistic_depinning
 from labctl.chip import Counters, SynapseArray
 from labctl.engine import Progress, RunContext
@@ -416,7 +418,8 @@ class MeanVarTraining(ChipProtocol):
             "best": dict(self.best), "bad_epochs": self.bad_epochs, "acc": dict(self.acc),
             "marks": {k: dict(v) for k, v in self.marks.items()}, "t_train": self.t_train,
             "calibration": None if self.calibration is None else self.calibration.state_dict(),
-            "calibration_fit": None if self.calibration is None else self.calibration.fits,
+            # plain tensors, so that the checkpoint loads with torch.load(weights_only=True)
+            "calibration_fit": None if self.calibration is None else [asdict(f) for f in self.calibration.fits],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -436,7 +439,7 @@ class MeanVarTraining(ChipProtocol):
         self.t_train = state["t_train"]
         if self.calibration is not None and state["calibration"] is not None:
             self.calibration.load_state_dict(state["calibration"])
-            self.calibration.fits = state["calibration_fit"] or []
+            self.calibration.fits = [FitResult(**f) for f in state["calibration_fit"] or []]
             self.calibration.fit = self.calibration.fits[0] if self.calibration.fits else None
 
 

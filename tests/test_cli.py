@@ -78,30 +78,48 @@ inner = protocol.run
 def run(ctx):
     for i, progress in enumerate(inner(ctx)):
         yield progress
-        if i == 3:
-            os.kill(os.getpid(), signal.SIGKILL)  # after the engine checkpointed step 4
+        if i == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)  # right after the engine checkpointed this safe point
 protocol.run = run
 cli.execute(protocol, chip, writer, progress=False, checkpoint_every_s=0)
 """
 
 
-def test_resume_after_sigkill_reaches_the_uninterrupted_result(tmp_path):
+def kill_then_resume(protocol: str, kill_after: int, tmp_path: Path) -> tuple[Path, Path]:
+    """Run ``protocol`` until it is SIGKILLed after safe point ``kill_after``, resume it, and run it
+    again uninterrupted; returns (resumed file, uninterrupted file)."""
+    killed, full = tmp_path / "killed.h5", tmp_path / "full.h5"
+    crash = subprocess.run([sys.executable, "-c", KILLER, protocol, str(killed), str(kill_after)], cwd=tmp_path, timeout=300)
+    assert crash.returncode == -9
+    assert json.loads(labctl("info", str(killed), "--json", cwd=tmp_path).stdout)["exit_status"] == "incomplete"
+    resumed = labctl("resume", str(killed), "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert labctl("run", protocol, "--out", str(full), "--no-progress", cwd=tmp_path).returncode == 0
+    return killed, full
+
+
+def test_resume_after_sigkill_reaches_the_uninterrupted_calibration(tmp_path):
     text = (ROOT / "labctl/defaults/protocols/calibrate-dw.toml").read_text()
     protocol = tmp_path / "blocks.toml"
     protocol.write_text(text.replace("repeats = 200", "repeats = 200\nblock = 8"))  # 8 safe points
-    killed, full = tmp_path / "killed.h5", tmp_path / "full.h5"
-    crash = subprocess.run([sys.executable, "-c", KILLER, str(protocol), str(killed)], cwd=tmp_path, timeout=300)
-    assert crash.returncode == -9
-    with h5py.File(killed, "r", swmr=True) as f:  # the crashed file opens with plain h5py
-        assert f["calibration/counts"][0, :, :32].sum() > 0  # the first four blocks were flushed
-    assert labctl("info", str(killed), "--json", cwd=tmp_path).returncode == 0
-    resumed = labctl("resume", str(killed), "--no-progress", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert labctl("run", str(protocol), "--out", str(full), "--no-progress", cwd=tmp_path).returncode == 0
+    killed, full = kill_then_resume(str(protocol), 3, tmp_path)
     with h5py.File(killed, "r") as a, h5py.File(full, "r") as b:  # resumed file is closed cleanly
         assert np.array_equal(a["calibration/counts"][...], b["calibration/counts"][...])
         assert np.array_equal(a["calibration/fit/estimate"][...], b["calibration/fit/estimate"][...])
     info = json.loads(labctl("info", str(killed), "--json", cwd=tmp_path).stdout)
-    kinds = [e["kind"] for e in info["events"]]
-    assert "reopen" in kinds and info["exit_status"] == "success"
+    assert "reopen" in [e["kind"] for e in info["events"]] and info["exit_status"] == "success"
     assert labctl("resume", str(killed), cwd=tmp_path).returncode == 2  # finished runs are not resumed
+
+
+def test_resume_after_sigkill_reaches_the_uninterrupted_training(tmp_path):
+    """The main job (chip-in-the-loop mean/variance training), killed mid-training."""
+    killed, full = kill_then_resume("train-meanvar", 30, tmp_path)
+    a = json.loads(labctl("info", str(killed), "--json", cwd=tmp_path).stdout)
+    b = json.loads(labctl("info", str(full), "--json", cwd=tmp_path).stdout)
+    assert a["exit_status"] == b["exit_status"] == "success"
+    assert a["metrics"]["epochs"] == b["metrics"]["epochs"]
+    assert a["metrics"]["test_accuracy"] == b["metrics"]["test_accuracy"]
+    assert a["counters"]["trials"] == b["counters"]["trials"]
+    with h5py.File(killed, "r") as fa, h5py.File(full, "r") as fb:  # no duplicated metric rows
+        assert fa["train/metrics"].shape == fb["train/metrics"].shape
+        assert np.array_equal(fa["train/metrics"]["train_loss"], fb["train/metrics"]["train_loss"])
