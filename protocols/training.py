@@ -59,21 +59,11 @@ class TrainingSettings(Settings):
 
 
 @dataclass
-class Prepared:
-    """Training, validation and test tensors (float32 features, int64 labels) and the split record."""
+class Prepared(datasets.DataSplit):
+    """A data split with a fixed validation part held out of the training part."""
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    classes: int
-    split: dict
-
-    @property
-    def features(self) -> int:
-        return self.x_train.shape[1]
+    x_val: torch.Tensor = None
+    y_val: torch.Tensor = None
 
 
 def prepare_data(s: TrainingSettings, *, binary: bool) -> Prepared:
@@ -92,7 +82,8 @@ def prepare_data(s: TrainingSettings, *, binary: bool) -> Prepared:
     n_val = int(round(s.val_fraction * len(y_train)))
     val, train = perm[:n_val], perm[n_val:]
     record = dict(split.split, val_fraction=s.val_fraction, n_val=n_val, binarised=binary)
-    return Prepared(x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test, split.classes, record)
+    return Prepared(split.name, x_train[train], y_train[train], x_test, y_test, split.classes, record,
+                    x_val=x_train[val], y_val=y_train[val])
 
 
 @contextmanager
