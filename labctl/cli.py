@@ -250,6 +250,13 @@ def cmd_gui(args) -> int:
     return gui_main([*([args.file] if args.file else []), *(["--station", args.station] if args.station else [])])
 
 
+def cmd_bench_serve(args) -> int:
+    """Serve the station's simulated instruments on 127.0.0.1 until SIGINT or SIGTERM."""
+    from .bench import serve
+
+    return serve(args.station, seed=args.seed)
+
+
 def cmd_list(kind: str):
     def command(args) -> int:
         for name in embedded_names(kind):
@@ -299,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review")
     p.add_argument("--station", help="station TOML file or embedded name (default: the protocol's)")
     p.set_defaults(func=cmd_gui)
+
+    p = sub.add_parser("bench", help="the simulated bench")
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
+    p = bench_sub.add_parser("serve", help="serve a station's simulated instruments over TCP on 127.0.0.1")
+    p.add_argument("--station", required=True, help="station TOML file or embedded name with [instruments]")
+    p.add_argument("--seed", type=int, help="physics seed of the simulated chip (default: the station's)")
+    p.set_defaults(func=cmd_bench_serve)
 
     sub.add_parser("protocols", help="list embedded protocols").set_defaults(func=cmd_list("protocols"))
     sub.add_parser("stations", help="list embedded stations").set_defaults(func=cmd_list("stations"))

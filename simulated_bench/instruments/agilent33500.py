@@ -1,0 +1,176 @@
+"""Simulated Keysight/Agilent 33500B (33522B, two channels), as PyMeasure's ``Agilent33500`` drives it.
+
+Arbitrary waveforms are loaded as DAC codes (``[SOUR<n>:]DATA:ARB:DAC name, d0, d1, ...``,
+-32767..32767, at least 8 points), selected with ``FUNC:ARB name`` and played at
+``FUNC:ARB:SRAT`` samples per second. A channel plays on ``*TRG`` when it is in burst mode
+(``BURS:STAT 1``, ``BURS:MODE TRIG``) with bus triggering (``TRIG<n>:SOUR BUS``) and its
+function is ``ARB``. Ranges as in PyMeasure's validators (amplitude 1 mVpp-10 Vpp, offset
++-4.995 V, sample rate up to 250 MSa/s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .awg import ArbitraryWaveformGenerator, Channel
+from .scpi import CommandError, boolean, choice, command, integer, number
+
+SHAPES = ["SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARB", "DC"]
+
+
+class Agilent33500Sim(ArbitraryWaveformGenerator):
+    """The 33522B simulator (see the module docstring)."""
+
+    identity = "Agilent Technologies,33522B,SIM00001,4.00-1.19-2.00-58-00"
+    model = "Agilent33500"
+    dac_max = 32767
+
+    def plays(self, c: Channel):
+        if not (c.burst_state and c.burst_mode == "TRIG" and c.trigger_source == "BUS" and c.shape == "ARB"):
+            return None
+        if c.arb not in c.arbs:
+            return None
+        dac = c.arbs[c.arb]
+        volts = self.volts(c, np.tile(dac, c.burst_cycles))
+        return volts, 1.0 / c.srate
+
+    # ------------------------------------------------------------------ output
+    @command("OUTPut#[:STATe]")
+    def output(self, args, ch):
+        self.channel(ch).output = boolean(args)
+
+    @command("OUTPut#[:STATe]?")
+    def output_query(self, args, ch):
+        return str(int(self.channel(ch).output))
+
+    @command("OUTPut#:LOAD")
+    def output_load(self, args, ch):
+        self.channel(ch).load = args.strip()
+
+    @command("OUTPut#:LOAD?")
+    def output_load_query(self, args, ch):
+        return self.channel(ch).load
+
+    # ------------------------------------------------------------------ function and levels
+    @command("[SOURce#:]FUNCtion[:SHAPe]")
+    def function(self, args, ch):
+        self.channel(ch).shape = choice(args, SHAPES)
+
+    @command("[SOURce#:]FUNCtion[:SHAPe]?")
+    def function_query(self, args, ch):
+        return self.channel(ch).shape
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate][:AMPLitude]")
+    def amplitude(self, args, ch):
+        self.channel(ch).amplitude = number(args, 1e-3, 10.0)
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate][:AMPLitude]?")
+    def amplitude_query(self, args, ch):
+        return f"{self.channel(ch).amplitude:+.8E}"
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet")
+    def offset(self, args, ch):
+        self.channel(ch).offset = number(args, -4.995, 4.995)
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet?")
+    def offset_query(self, args, ch):
+        return f"{self.channel(ch).offset:+.8E}"
+
+    @command("[SOURce#:]FREQuency")
+    def frequency(self, args, ch):
+        self.channel(ch).frequency = number(args, 1e-6, 120e6)
+
+    @command("[SOURce#:]FREQuency?")
+    def frequency_query(self, args, ch):
+        return f"{self.channel(ch).frequency:+.8E}"
+
+    # ------------------------------------------------------------------ arbitrary waveforms
+    @command("[SOURce#:]DATA:VOLatile:CLEar")
+    def clear_volatile(self, args, ch):
+        c = self.channel(ch)
+        c.arbs.clear()
+        c.arb = ""
+
+    @command("[SOURce#:]DATA:ARBitrary:DAC")
+    def load_dac(self, args, ch):
+        c = self.channel(ch)
+        name, _, data = args.partition(",")
+        name = name.strip().upper()
+        if not name or not name[0].isalpha() or len(name) > 12:
+            raise CommandError(-104, "arb name must be 1-12 characters starting with a letter")
+        try:
+            dac = np.array([int(v) for v in data.split(",")], dtype=np.int64)
+        except ValueError:
+            raise CommandError(-104, "DAC values must be integers") from None
+        if len(dac) < 8 or len(dac) > 16_000_000:
+            raise CommandError(-222, f"{len(dac)} points (8..16M)")
+        if np.abs(dac).max() > self.dac_max:
+            raise CommandError(-222, "DAC value beyond +-32767")
+        if name in c.arbs:
+            raise CommandError(-221, f"arb {name} already loaded; clear volatile memory first")
+        c.arbs[name] = dac
+
+    @command("[SOURce#:]FUNCtion:ARBitrary")
+    def select_arb(self, args, ch):
+        c = self.channel(ch)
+        name = args.strip().strip("\"'").upper()
+        if name not in c.arbs:
+            raise CommandError(-221, f"no arb named {name}")
+        c.arb = name
+
+    @command("[SOURce#:]FUNCtion:ARBitrary?")
+    def select_arb_query(self, args, ch):
+        return f'"{self.channel(ch).arb}"'
+
+    @command("[SOURce#:]FUNCtion:ARBitrary:SRATe")
+    def srate(self, args, ch):
+        self.channel(ch).srate = number(args, 1e-6, 250e6)
+
+    @command("[SOURce#:]FUNCtion:ARBitrary:SRATe?")
+    def srate_query(self, args, ch):
+        return f"{self.channel(ch).srate:+.8E}"
+
+    @command("[SOURce#:]FUNCtion:ARBitrary:FILTer")
+    def arb_filter(self, args, ch):
+        self.channel(ch).filter = choice(args, ["NORMal", "STEP", "OFF"])
+
+    @command("[SOURce#:]FUNCtion:ARBitrary:FILTer?")
+    def arb_filter_query(self, args, ch):
+        return self.channel(ch).filter
+
+    # ------------------------------------------------------------------ burst and trigger
+    @command("[SOURce#:]BURSt:STATe")
+    def burst_state(self, args, ch):
+        self.channel(ch).burst_state = boolean(args)
+
+    @command("[SOURce#:]BURSt:STATe?")
+    def burst_state_query(self, args, ch):
+        return str(int(self.channel(ch).burst_state))
+
+    @command("[SOURce#:]BURSt:MODE")
+    def burst_mode(self, args, ch):
+        self.channel(ch).burst_mode = choice(args, ["TRIGgered", "GATed"])
+
+    @command("[SOURce#:]BURSt:MODE?")
+    def burst_mode_query(self, args, ch):
+        return self.channel(ch).burst_mode
+
+    @command("[SOURce#:]BURSt:NCYCles")
+    def burst_cycles(self, args, ch):
+        self.channel(ch).burst_cycles = integer(args, 1, 100_000_000)
+
+    @command("[SOURce#:]BURSt:NCYCles?")
+    def burst_cycles_query(self, args, ch):
+        return f"{self.channel(ch).burst_cycles:+.8E}"
+
+    @command("TRIGger#:SOURce")
+    def trigger_source(self, args, ch):
+        self.channel(ch).trigger_source = choice(args, ["IMMediate", "EXTernal", "TIMer", "BUS"])
+
+    @command("TRIGger#:SOURce?")
+    def trigger_source_query(self, args, ch):
+        return self.channel(ch).trigger_source
+
+    @command("SYSTem:BEEPer[:IMMediate]")
+    def beep(self, args):
+        pass
