@@ -243,13 +243,15 @@ class RunEngine:
 
     @contextmanager
     def ctrl_c_pauses(self):
-        """Within this block, one Ctrl-C pauses at the next safe point and a second one aborts."""
+        """Within this block, one Ctrl-C pauses at the next safe point and a second one aborts;
+        SIGTERM (a scheduler or ``kill`` ending the job) aborts at the next safe point. Either way
+        the run ends through the engine: chip in safe state, stop event written."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
         presses = 0
 
-        def handler(signum, frame):
+        def on_sigint(signum, frame):
             nonlocal presses
             presses += 1
             if presses == 1 and self.state == "running":
@@ -257,11 +259,15 @@ class RunEngine:
             else:
                 self.request_abort("Ctrl-C pressed twice")
 
-        previous = signal.signal(signal.SIGINT, handler)
+        def on_sigterm(signum, frame):
+            self.request_abort("SIGTERM received")
+
+        previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigterm)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
 
 
 def _safe_summary(plan: Plan) -> dict[str, Any]:

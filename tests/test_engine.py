@@ -146,3 +146,15 @@ def test_one_ctrl_c_pauses_two_abort(setup):
     assert kinds(path)[0] == [("start", ""), ("pause", ""), ("abort", ""), ("stop", "failed")]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     assert not chip.pulsed_since_safe
+
+
+def test_sigterm_aborts_through_the_engine(setup):
+    chip, writer, path = setup
+    engine = RunEngine(chip, writer, checkpoint_every_s=None)
+    engine.subscribe(lambda name, doc: name == "progress" and doc["step"] == 3 and os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    with engine.ctrl_c_pauses():
+        outcome = engine.run(Pulser(20))
+    assert outcome.status == "failed" and "SIGTERM" in outcome.reason
+    assert kinds(path) == ([("start", ""), ("abort", ""), ("stop", "failed")], "failed")
+    assert signal.getsignal(signal.SIGTERM) is before and not chip.pulsed_since_safe
