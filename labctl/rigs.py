@@ -19,6 +19,7 @@ attempts the batch raises :class:`~instruments.errors.InstrumentError`.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 OVERFLOW = 1e30  # source-meter readings at or above this are an open circuit
 
 
-class Rig:
+class Rig(ABC):
     """Roles of one bench; subclasses say how a device is selected and read."""
 
     #: Roles in the order they are configured; safe state goes in reverse.
@@ -53,13 +54,15 @@ class Rig:
         return self.roles["pulse_source"]  # type: ignore[return-value]
 
     @property
+    @abstractmethod
     def volts_per_unit(self) -> float:
         """Pulse-source volts per unit of device amplitude (1/T, 1/V or 1/A)."""
-        raise NotImplementedError
+        ...
 
     @property
+    @abstractmethod
     def max_reads(self) -> int:
-        raise NotImplementedError
+        ...
 
     def configure(self) -> None:
         for name in self.order:
@@ -89,14 +92,17 @@ class Rig:
             f"batch on device {device} failed {self.retries + 1} times; last failure: {last}"
         ) from last.cause if isinstance(last.cause, BaseException) else last
 
+    @abstractmethod
     def _select(self, device: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _arm(self, reads: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _fetch(self, reads: int) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
     # ------------------------------------------------------------------ safety and shutdown
     def safe_state(self) -> list[str]:

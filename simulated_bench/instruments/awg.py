@@ -8,11 +8,12 @@ A channel whose output is off contributes 0 V.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scpi import SimulatedInstrument
+from .scpi import CommandError, SimulatedInstrument
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Channel:
     load: str = "50"
 
 
-class ArbitraryWaveformGenerator(SimulatedInstrument):
+class ArbitraryWaveformGenerator(SimulatedInstrument, ABC):
     """Two-channel generator; subclasses define the command set and when a channel plays."""
 
     dac_max = 32767
@@ -49,17 +50,15 @@ class ArbitraryWaveformGenerator(SimulatedInstrument):
     def channel(self, ch: str | None) -> Channel:
         number = int(ch) if ch else 1
         if number not in self.channels:
-            from .scpi import CommandError
-
             raise CommandError(-113, f"no channel {number}")
         return self.channels[number]
 
     def volts(self, c: Channel, dac: np.ndarray) -> np.ndarray:
         return c.offset + dac.astype(np.float64) / self.dac_max * c.amplitude / 2.0
 
+    @abstractmethod
     def plays(self, c: Channel) -> tuple[np.ndarray, float] | None:
         """(volts, dt) the channel plays on a trigger, or None if it is not armed for it."""
-        raise NotImplementedError
 
     def trigger(self) -> None:
         played = {}
