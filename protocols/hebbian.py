@@ -32,7 +32,9 @@ P -> AP) to the others. The pulse voltages are set from the calibrated thermal l
 al.; ``delta_*``, ``vc0_*``, ``tau0`` settings: the calibration values, by default the simulated
 station's nominal ones) so that each switches with probability ``p``: the switching probability
 is the learning rate. ``p`` is fixed (``p_end`` omitted or equal) or annealed geometrically from
-``p_start`` to ``p_end`` over the run; the voltages are recomputed at every sample.
+``p_start`` to ``p_end`` over the run; the voltages are recomputed at every sample. The depression
+pulses may switch with a smaller (or larger) probability ``depression_ratio * p`` (default 1,
+symmetric: with complement rows, smaller depression measured worse, docs/results.md).
 
 **What is read, and when.** A shadow of the conductances last read: the whole array is read at
 the start of every epoch (one full crossbar read, which also re-estimates G_P, G_AP and G_ref),
@@ -43,14 +45,24 @@ sample is computed from measured conductances.
 thresholds decay with time constant ``theta_tau`` samples, so a few neurons cannot win
 everything (``homeostasis = false`` turns it off, for the comparison in the tests and results).
 
-**Labels and accuracy.** After training the learning is switched off and the thresholds set to
-zero (only ``theta_rest``); every neuron gets the majority class of the training samples it wins;
-a test sample is classified by the label of its winner (when no neuron fires, the neuron
-closest to threshold at the end of the window is taken; counted as ``silent``).
+**Labels and accuracy.** Training never sees a label (a test checks that shuffled training labels
+give the same chip state). After training the learning is switched off and the thresholds set to
+zero (only ``theta_rest``), and the training images with their labels are presented once more to
+name the neurons. ``readout = "vote"`` (default): a soft WTA with ``vote_k`` winners, the
+``vote_k`` first neurons to fire (with equal thresholds and constant currents, the order of the
+row currents); each neuron's class-response rates are how often it is among the first
+``vote_k`` for a training sample of each class (per sample of that class), normalised to sum 1
+per neuron; a test sample gets the class with the largest sum of the rates of its ``vote_k``
+first neurons. ``readout = "winner"``: every neuron gets the majority class of the training
+samples it wins, a test sample the label of its winner (when no neuron fires, the neuron closest
+to threshold at the end of the window; counted as ``silent``). Both are reported
+(``accuracy``, ``accuracy_winner``).
 
 **Baseline (same shape, float).** The same network with float weights in [-1, 1] and the
-expected value of the stochastic rule, ``w_j += p (2 x - 1 - w_j)`` for the winner, with the
-same LIF, homeostasis, ``p`` schedule and sample order.
+expected value of the stochastic rule for the winner, ``w_j += p (1 - w_j)`` on active rows and
+``w_j -= r p (1 + w_j)`` on the others (r = ``depression_ratio``; for r = 1 this is
+``w_j += p (2 x - 1 - w_j)``), with the same LIF, homeostasis, ``p`` schedule, sample order and
+read-out.
 
 **Energy** (joules, ``chip.counters.energy_j``): learning = all pulses and reads of training;
 per inference = one differential crossbar evaluation, i.e. the energy of the final full read
@@ -73,7 +85,8 @@ from labctl.store import DatasetSpec
 
 from . import datasets
 from .base import ChipProtocol, Settings
-from .readout import generator_state, majority_labels, restore_generator, single_thread
+from .readout import (class_response_rates, generator_state, majority_labels, restore_generator, single_thread,
+                      vote_predict)
 
 Tensor = torch.Tensor
 
@@ -102,6 +115,8 @@ class HebbianSettings(Settings):
     epochs: int = Field(4, ge=1, le=1000)
     p_start: float = Field(0.1, gt=0, lt=1, description="switching probability per learning pulse (start)")
     p_end: float | None = Field(None, gt=0, lt=1, description="annealed to this (geometric); None: fixed p_start")
+    depression_ratio: float = Field(1.0, gt=0, le=100, description="switching probability of the depression pulses "
+                                    "(P -> AP) as a fraction of p; 1: symmetric")
     pulse_width: float = Field(1e-8, gt=0, description="learning pulse width, seconds")
     delta_p2ap: float = Field(45.0, gt=0, description="calibrated thermal stability, P -> AP")
     vc0_p2ap: float = Field(0.8, gt=0, description="calibrated critical voltage P -> AP, volts")
@@ -116,6 +131,9 @@ class HebbianSettings(Settings):
     theta_tau: float = Field(3000.0, gt=0, description="threshold decay time constant, samples")
     init_p: float = Field(0.5, ge=0, le=1, description="fraction of MTJs randomly switched to AP at the start")
     batch: int = Field(100, ge=1, description="samples between safe points (one metrics row each)")
+    readout: Literal["winner", "vote"] = Field("vote", description="winner: label of the first neuron to fire; "
+                                               "vote: class-response rates summed over the vote_k first neurons")
+    vote_k: int = Field(5, ge=1, description="neurons that vote (the first vote_k to fire), readout = vote")
     baseline: bool = True
 
 
@@ -195,6 +213,9 @@ class TrainHebbian(ChipProtocol):
         self.index = torch.arange(self.synapses).reshape(s.neurons, self.rows, self.k)
         self.total_samples = s.epochs * len(self.x_train)
         self.per_epoch = math.ceil(len(self.x_train) / s.batch)
+        if max(s.p_start, s.p_end or s.p_start) * s.depression_ratio >= 1.0:
+            raise ValueError(f"depression probability depression_ratio x p reaches "
+                             f"{max(s.p_start, s.p_end or s.p_start) * s.depression_ratio:.3g}; it must stay below 1")
         for p in (s.p_start, s.p_end or s.p_start):  # refuse a schedule outside the envelope up front
             pot, dep = self.voltages(p)
             chip.envelope.check_pulse(torch.tensor([pot, dep]), torch.tensor(s.pulse_width), None)
@@ -231,10 +252,12 @@ class TrainHebbian(ChipProtocol):
         return s.p_start * (s.p_end / s.p_start) ** frac
 
     def voltages(self, p: float) -> tuple[float, float]:
-        """(potentiation, depression) pulse voltages, volts: -V(AP->P) and +V(P->AP) for probability p."""
+        """(potentiation, depression) pulse voltages, volts: -V(AP->P) for probability p and +V(P->AP) for
+        probability ``depression_ratio * p``."""
         s = self.settings
         v_pot = float(thermal_switching_voltage(p, s.pulse_width, s.delta_ap2p, s.vc0_ap2p, s.tau0))
-        v_dep = float(thermal_switching_voltage(p, s.pulse_width, s.delta_p2ap, s.vc0_p2ap, s.tau0))
+        v_dep = float(thermal_switching_voltage(p * s.depression_ratio, s.pulse_width, s.delta_p2ap, s.vc0_p2ap,
+                                                s.tau0))
         return -v_pot, v_dep
 
     # ------------------------------------------------------------------ chip access
@@ -316,7 +339,11 @@ class TrainHebbian(ChipProtocol):
             "train/state": DatasetSpec(np.int8, (s.neurons, self.rows, self.k), "", "final MTJ levels read (0 P, 1 AP)"),
             "train/weights": DatasetSpec(np.float32, (s.neurons, self.rows), "", "final differential weights"),
             "eval/labels": DatasetSpec(np.int64, (s.neurons,), "", "class assigned to each neuron (-1: never won)"),
-            "eval/accuracy": DatasetSpec(np.float64, (2,), "", "test accuracy [chip, float baseline (nan if off)]"),
+            "eval/class_rates": DatasetSpec(np.float64, (s.neurons, c), "", "class-response rates of each neuron "
+                                            "(among the vote_k first to fire, per training sample of a class; "
+                                            "normalised per neuron)"),
+            "eval/accuracy": DatasetSpec(np.float64, (3,), "", "test accuracy [chip, float baseline (nan if off), "
+                                         "chip with the single-winner read-out]"),
             "eval/confusion": DatasetSpec(np.int64, (c, c), "", "test confusion matrix of the chip [true, predicted]"),
             "energy": DatasetSpec(ENERGY_DTYPE, (1,), "J", "energy (J) and pulse/read counts of learning and inference"),
         }
@@ -383,16 +410,45 @@ class TrainHebbian(ChipProtocol):
         current = x.double() @ weights.double().T
         return lif_first_spike(current, torch.full((s.neurons,), s.theta_rest, dtype=torch.float64), s.leak, s.steps)
 
-    def accuracy_of(self, weights: Tensor) -> tuple[float, Tensor, Tensor, Tensor]:
-        """(test accuracy, neuron labels, test predictions, fraction of silent test samples)."""
+    def first_k(self, weights: Tensor, x: Tensor, k: int) -> Tensor:
+        """The ``k`` first neurons to fire (m, k), in firing order, with learning off and thresholds at rest.
+
+        All thresholds are equal (``theta_rest``) and the current is constant over the window, so a
+        neuron's crossing time falls with its row current (and the end-of-window potential of one that
+        does not fire rises with it): the firing order is the order of the row currents, largest first.
+        Column 0 is the winner of :meth:`classify` (the tests check it).
+        """
+        current = x.double() @ weights.double().T
+        return current.topk(k, dim=1).indices
+
+    def accuracy_of(self, weights: Tensor, readout: str | None = None) -> tuple[float, Tensor, Tensor, Tensor, Tensor]:
+        """(test accuracy, neuron labels, test predictions, fraction of silent test samples, class-response rates).
+
+        Labels are used only here, after training: ``winner``: each neuron gets the majority class of
+        the training samples it wins, a test sample the label of its winner; ``vote``: each neuron's
+        class-response rates (how often it is among the ``vote_k`` first to fire, per training sample
+        of each class, normalised per neuron), a test sample the class with the largest sum of the
+        rates of its ``vote_k`` first neurons. The neuron labels reported are then the argmax rates.
+        """
+        s = self.settings
+        readout = readout or s.readout
+        k = 1 if readout == "winner" else min(s.vote_k, s.neurons)
         win_tr, _ = self.classify(weights, self.x_train)
-        labels = majority_labels(win_tr, self.y_train, self.settings.neurons, self.data.classes)
         win_te, fired = self.classify(weights, self.x_test)
-        pred = labels[win_te]
-        return float((pred == self.data.y_test).float().mean()), labels, pred, 1.0 - fired.double().mean()
+        top_tr = self.first_k(weights, self.x_train, k)
+        rates = class_response_rates(top_tr, self.y_train, s.neurons, self.data.classes)
+        if readout == "winner":
+            labels = majority_labels(win_tr, self.y_train, s.neurons, self.data.classes)
+            pred = labels[win_te]
+        else:
+            labels = torch.where(rates.sum(1) > 0, rates.argmax(1), torch.full((s.neurons,), -1, dtype=torch.int64))
+            pred = vote_predict(rates, self.first_k(weights, self.x_test, k))
+        acc = float((pred == self.data.y_test).float().mean())
+        return acc, labels, pred, 1.0 - fired.double().mean(), rates
 
     def float_network(self) -> Tensor:
-        """The same network with float weights and the expected update ``w += p (2x - 1 - w)``."""
+        """The same network with float weights and the expected update of the stochastic rule:
+        ``w += p (1 - w)`` on active rows, ``w -= r p (1 + w)`` on the others (r = ``depression_ratio``)."""
         s = self.settings
         gen_order = torch.Generator().manual_seed(self.seed)
         gen_init = torch.Generator().manual_seed(self.seed + 1_000_003)
@@ -410,7 +466,8 @@ class TrainHebbian(ChipProtocol):
                     theta *= math.exp(-1.0 / s.theta_tau)
                 if bool(fired[0]):
                     j = int(winner[0])
-                    w[j] += self.p_at(done) * (2.0 * x - 1.0 - w[j])
+                    p = self.p_at(done)
+                    w[j] += x * p * (1.0 - w[j]) - (1.0 - x) * p * s.depression_ratio * (1.0 + w[j])
                     if s.homeostasis:
                         theta[j] += s.theta_plus
                 done += 1
@@ -420,7 +477,8 @@ class TrainHebbian(ChipProtocol):
     def _evaluate(self, writer) -> None:
         s = self.settings
         weights = self.weights()
-        acc, labels, pred, silent = self.accuracy_of(weights)
+        acc, labels, pred, silent, rates = self.accuracy_of(weights)
+        acc_winner = self.accuracy_of(weights, "winner")[0]
         acc_float = float("nan")
         if s.baseline:
             acc_float = self.accuracy_of(self.float_network())[0]
@@ -436,7 +494,8 @@ class TrainHebbian(ChipProtocol):
                        "learning_pulses": p2 - p0, "learning_reads": r2 - r0,
                        "potentiation_pulses": self.pulses_pot, "depression_pulses": self.pulses_dep}
         wins = self.wins.double()
-        self.results = {"accuracy": acc, "accuracy_float": acc_float, "silent_test": float(silent),
+        self.results = {"accuracy": acc, "accuracy_winner": acc_winner, "accuracy_float": acc_float,
+                        "silent_test": float(silent),
                         "neurons_labelled": int((labels >= 0).sum()),
                         "max_win_fraction": float(wins.max() / wins.sum()) if wins.sum() > 0 else 0.0,
                         "labels": labels}
@@ -447,7 +506,8 @@ class TrainHebbian(ChipProtocol):
             writer.write("train/state", state.numpy())
             writer.write("train/weights", weights.float().numpy())
             writer.write("eval/labels", labels.numpy())
-            writer.write("eval/accuracy", np.array([acc, acc_float]))
+            writer.write("eval/class_rates", rates.numpy())
+            writer.write("eval/accuracy", np.array([acc, acc_float, acc_winner]))
             writer.write("eval/confusion", confusion.numpy())
             writer.write("energy", np.array([tuple(self.energy[k] for k in ENERGY_DTYPE.names)], dtype=ENERGY_DTYPE))
 

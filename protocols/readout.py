@@ -2,7 +2,8 @@
 
 Pure tensor code, no chip access: choosing the few labelled samples per class, the delta-rule
 read-out, a logistic-regression baseline on raw features, majority labelling of WTA neurons,
-and helpers to keep a ``torch.Generator`` in a protocol's ``state_dict``.
+voting by class-response rates over the first k neurons to fire, and helpers to keep a
+``torch.Generator`` in a protocol's ``state_dict``.
 """
 
 from __future__ import annotations
@@ -111,3 +112,28 @@ class single_thread:
 
     def __exit__(self, *exc) -> None:
         torch.set_num_threads(self.previous)
+
+
+def class_response_rates(top: Tensor, y: Tensor, neurons: int, classes: int) -> Tensor:
+    """Class-response rates of WTA neurons, normalised per neuron: (neurons, classes), rows sum to 1.
+
+    ``top``: (m, k) the k first neurons to fire for each of m labelled samples (k = 1: the winner),
+    ``y``: (m,) their classes. ``rate[j, c]`` = fraction of class-c samples for which neuron j is among
+    the k first (so class sizes do not bias it), then each neuron's row is divided by its sum. A
+    neuron that never responds gets a row of zeros.
+    """
+    rate = torch.zeros(neurons, classes, dtype=torch.float64)
+    for c in range(classes):
+        members = y == c
+        if bool(members.any()):
+            rate[:, c] = torch.bincount(top[members].reshape(-1), minlength=neurons).double() / int(members.sum())
+    total = rate.sum(1, keepdim=True)
+    return torch.where(total > 0, rate / total.clamp(min=1e-300), torch.zeros_like(rate))
+
+
+def vote_predict(rates: Tensor, top: Tensor) -> Tensor:
+    """Class of each sample: the largest sum of the normalised class-response rates of its k first neurons.
+
+    ``rates`` from :func:`class_response_rates`, ``top`` (m, k) neuron indices. Ties: lowest class.
+    """
+    return rates[top].sum(1).argmax(1)

@@ -17,6 +17,7 @@ from labctl.simulated_array import SimulatedArray
 from labctl.station import open_chip
 from protocols import REGISTRY
 from protocols.hebbian import HebbianSettings, TrainHebbian, lif_first_spike, lif_simulate
+from protocols.readout import class_response_rates, vote_predict
 
 
 class RecordingArray(SimulatedArray):
@@ -154,8 +155,12 @@ def test_reduced_digits_run_learns():
     s = HebbianSettings(neurons=40, epochs=2, p_start=0.2, p_end=0.05, baseline=False)
     p = TrainHebbian("t", s, chip, seed=0)
     RunEngine(chip, None, checkpoint_every_s=None).run(p)
-    # chance is 10 %; 40 binary-synapse neurons after two epochs must reach 55 %
-    assert p.results["accuracy"] > 0.55
+    # chance is 10 %. Measured (protocol/chip seeds 0/1 .. 3/4): 5-neuron vote 70-74 %, single winner
+    # 57-66 %, the vote ahead by 6-17 points each time (the binomial std of one accuracy on 450 test
+    # images is about 2 points). This run (seeds 0/1): 74 % and 57 %.
+    assert p.results["accuracy"] > 0.62
+    assert p.results["accuracy_winner"] > 0.50
+    assert p.results["accuracy"] > p.results["accuracy_winner"]
     assert p.energy["potentiation_pulses"] == p.energy["depression_pulses"]  # complement rows: half active
 
 
@@ -179,3 +184,60 @@ def test_state_dict_round_trip_continues_identically():
     assert p.results["accuracy"] == q.results["accuracy"]
     assert chip.counters.energy_j == chip_copy.counters.energy_j
     np.testing.assert_array_equal(p.wins.numpy(), q.wins.numpy())
+
+
+def test_depression_ratio_sets_the_depression_probability():
+    chip = make_chip(20 * 128)
+    s = small(p_start=0.3, depression_ratio=0.3)
+    p = TrainHebbian("t", s, chip, seed=0)
+    v_pot, v_dep = p.voltages(0.3)
+    sym_pot, sym_dep = TrainHebbian("t", small(p_start=0.3), chip, seed=0).voltages(0.3)
+    assert v_pot == sym_pot and 0 < v_dep < sym_dep
+    width = torch.tensor(s.pulse_width, dtype=torch.float64)
+    law = thermal_switching(torch.tensor([v_dep, -v_pot], dtype=torch.float64), width,
+                            torch.tensor([s.delta_p2ap, s.delta_ap2p], dtype=torch.float64),
+                            torch.tensor([s.vc0_p2ap, s.vc0_ap2p], dtype=torch.float64))
+    torch.testing.assert_close(law, torch.tensor([0.09, 0.3], dtype=torch.float64), rtol=1e-6, atol=1e-9)
+
+
+def test_first_k_neurons_follow_the_lif_firing_order():
+    chip = make_chip(20 * 128)
+    p = TrainHebbian("t", small(), chip, seed=0)
+    p._initialise()
+    w = p.weights()
+    winner, fired = p.classify(w, p.x_test)
+    top = p.first_k(w, p.x_test, 5)
+    assert top.shape == (len(p.x_test), 5)
+    assert torch.equal(top[:, 0], winner), "the first of the k is the LIF winner"
+    current = p.x_test.double() @ w.T
+    assert bool((current.gather(1, top).diff(dim=1) <= 0).all()), "then in order of firing (current)"
+
+
+def test_class_response_rates_and_vote():
+    # 4 neurons, 2 classes; class 0 has 3 samples, class 1 has 1 (rates are per sample of a class)
+    top = torch.tensor([[0, 1], [0, 1], [0, 2], [2, 1]])
+    y = torch.tensor([0, 0, 0, 1])
+    rates = class_response_rates(top, y, 4, 2)
+    torch.testing.assert_close(rates.sum(1), torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64))
+    # neuron 1: 2 of 3 class-0 samples, 1 of 1 class-1 samples -> (2/3, 1) / (5/3)
+    torch.testing.assert_close(rates[1], torch.tensor([0.4, 0.6], dtype=torch.float64))
+    torch.testing.assert_close(rates[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert bool((rates[3] == 0).all()), "a neuron that never responds has no vote"
+    pred = vote_predict(rates, torch.tensor([[0, 3], [1, 2], [3, 3]]))
+    assert pred.tolist() == [0, 1, 0]  # neuron 2: (1/3, 1)/(4/3) -> class 1; silent neurons: lowest class
+
+
+def test_labels_are_used_only_after_training():
+    # training with the training labels shuffled gives the very same chip state and wins: the layer is
+    # unsupervised, labels only name neurons and read out after training
+    runs = []
+    for shuffle in (False, True):
+        chip = make_chip(20 * 128)
+        p = TrainHebbian("t", small(baseline=False), chip, seed=0)
+        if shuffle:
+            p.y_train = p.y_train[torch.randperm(len(p.y_train), generator=torch.Generator().manual_seed(9))]
+        RunEngine(chip, None, checkpoint_every_s=None).run(p)
+        runs.append(p)
+    assert torch.equal(runs[0].conductance, runs[1].conductance)
+    assert torch.equal(runs[0].wins, runs[1].wins)
+    assert runs[0].results["accuracy"] > runs[1].results["accuracy"] + 0.2  # shuffled names: near chance
