@@ -61,7 +61,8 @@ from labctl.store import DatasetSpec
 from . import datasets
 from .base import ChipProtocol, Settings
 from .readout import (delta_rule, generator_state, labelled_subset, logistic_regression_accuracy, mean_std,
-                      readout_predict, restore_generator, single_thread)
+                      readout_predict, restore_generator)
+from .training import torch_threads
 
 Tensor = torch.Tensor
 
@@ -253,7 +254,7 @@ class TrainCluster(ChipProtocol):
         t_start = time.perf_counter() - self.wall_s
         if self.phase == "init":
             self.marks["start"] = self._counters()
-            with single_thread():
+            with torch_threads(1):
                 self._initialise()
             self.marks["init"] = self._counters()
             if w is not None:
@@ -268,7 +269,7 @@ class TrainCluster(ChipProtocol):
                 self.wins.zero_()
             stop = min(self.pos + s.batch, len(self.x_train))
             done0 = self.epoch * len(self.x_train) + self.pos
-            with single_thread():
+            with torch_threads(1):
                 d2 = [self._train_sample(self.x_train[int(i)], self.eta(done0 + k))
                       for k, i in enumerate(self.perm[self.pos:stop])]
             self.pos = stop
@@ -291,7 +292,7 @@ class TrainCluster(ChipProtocol):
         if self.phase == "readout":
             self._read_all()  # the inference weights: one read of the whole matrix
             self.marks["inference"] = self._counters()
-            with single_thread():
+            with torch_threads(1):
                 self._readout(w)
             self.phase = "done"
             self.wall_s = time.perf_counter() - t_start

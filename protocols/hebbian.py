@@ -85,8 +85,8 @@ from labctl.store import DatasetSpec
 
 from . import datasets
 from .base import ChipProtocol, Settings
-from .readout import (class_response_rates, generator_state, majority_labels, restore_generator, single_thread,
-                      vote_predict)
+from .readout import (class_response_rates, generator_state, majority_labels, restore_generator, vote_predict)
+from .training import torch_threads
 
 Tensor = torch.Tensor
 
@@ -356,7 +356,7 @@ class TrainHebbian(ChipProtocol):
         t_start = time.perf_counter() - self.wall_s
         if self.phase == "init":
             self.marks["start"] = self._counters()
-            with single_thread():
+            with torch_threads(1):
                 self._initialise()
             self.marks["init"] = self._counters()
             self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
@@ -364,7 +364,7 @@ class TrainHebbian(ChipProtocol):
             self.wall_s = time.perf_counter() - t_start
             yield Progress(step=1, total=total, stage="init")
         while self.phase == "train":
-            with single_thread():
+            with torch_threads(1):
                 if self.pos == 0:
                     self._read_all()
                     self.epoch_wins.zero_()
@@ -397,7 +397,7 @@ class TrainHebbian(ChipProtocol):
         if self.phase == "eval":
             self._read_all()
             self.marks["inference"] = self._counters()
-            with single_thread():
+            with torch_threads(1):
                 self._evaluate(w)
             self.phase = "done"
             self.wall_s = time.perf_counter() - t_start

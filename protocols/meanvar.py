@@ -46,11 +46,12 @@ from labctl.chip import Counters, SynapseArray
 from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
+from . import datasets
 from .base import ChipProtocol
 from .calibration import Calibration, CalibrationSettings
 from .training import (
-    COUNTER_DTYPE, METRICS_DTYPE, TrainingSettings, counters_delta, counters_row, epoch_permutation, inward_f32,
-    prepare_data, torch_threads, train_float, training_specs,
+    COUNTER_DTYPE, METRICS_DTYPE, Prepared, TrainingSettings, counters_delta, counters_row, epoch_permutation,
+    inward_f32, prepare_data, torch_threads, train_float, training_specs,
 )
 
 Tensor = torch.Tensor
@@ -114,6 +115,31 @@ def fraction_mid(p: Tensor, lo: float = 0.1, hi: float = 0.9) -> float:
     return float(((p > lo) & (p < hi)).float().mean())
 
 
+def reduce_data(data: Prepared, pool: int, classes: int | None) -> Prepared:
+    """A smaller problem: square images max-pooled by ``pool``, and only the samples of classes < ``classes``.
+
+    On binary inputs the max-pool is the OR of each ``pool x pool`` block (the same as pooling
+    before binarising). Used for reduced cases, e.g. chip in the loop over a socket bench.
+    """
+    if pool > 1:
+        side = math.isqrt(data.features)
+        if side * side != data.features or side % pool:
+            raise ValueError(f"pool = {pool} needs square images whose side it divides; {data.name} has "
+                             f"{data.features} inputs")
+        for part in ("x_train", "x_val", "x_test"):
+            setattr(data, part, datasets.max_pool(getattr(data, part), side, pool))
+    if classes is not None and classes < data.classes:
+        for x, y in (("x_train", "y_train"), ("x_val", "y_val"), ("x_test", "y_test")):
+            keep = getattr(data, y) < classes
+            setattr(data, x, getattr(data, x)[keep])
+            setattr(data, y, getattr(data, y)[keep])
+        data.classes = classes
+    if pool > 1 or classes is not None:
+        data.split = dict(data.split, pool=pool, classes=data.classes, n_train_kept=len(data.y_train),
+                          n_val_kept=len(data.y_val), n_test_kept=len(data.y_test))
+    return data
+
+
 # ---------------------------------------------------------------------------- settings
 class MeanVarSettings(TrainingSettings):
     """Settings of ``train-meanvar``. Amplitudes in tesla, widths in seconds."""
@@ -133,6 +159,10 @@ class MeanVarSettings(TrainingSettings):
     x0: float = Field(4.63168e-3, description="nominal law mid-point, tesla (calibrate = false)")
     dx: float = Field(2.72741e3, gt=0, description="nominal law slope, 1/tesla")
     a: float = Field(0.97813, gt=0, le=1, description="nominal law contrast")
+    pool: int = Field(1, ge=1, le=8, description="max-pool the square input images by this factor after "
+                      "binarising (OR of each block; digits 8x8 -> 4x4 with 2): fewer inputs and wires")
+    classes: int | None = Field(None, ge=2, le=1000, description="keep only the samples of classes 0 .. N-1 "
+                                "(None: all); train_limit counts samples before this selection")
 
 
 # ---------------------------------------------------------------------------- the protocol
@@ -146,7 +176,7 @@ class MeanVarTraining(ChipProtocol):
     def __init__(self, name: str, settings: MeanVarSettings, chip: SynapseArray, seed: int = 0):
         super().__init__(name, settings, chip, seed)
         s = settings
-        self.data = prepare_data(s, binary=True)
+        self.data = reduce_data(prepare_data(s, binary=True), s.pool, s.classes)
         self.d, self.c = self.data.features, self.data.classes
         self.synapses = self.d * self.c
         if self.synapses > chip.n:

@@ -97,22 +97,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-class single_thread:
-    """Context: torch on one intra-op thread (restored on exit).
-
-    The per-sample loops of these protocols are thousands of tiny tensor operations; with
-    several threads, and more so on a loaded machine, thread hand-offs cost far more than the
-    arithmetic (measured: a 200-epoch read-out takes 6 s on two busy cores, 0.07 s on one thread).
-    """
-
-    def __enter__(self):
-        self.previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.previous)
-
 
 def class_response_rates(top: Tensor, y: Tensor, neurons: int, classes: int) -> Tensor:
     """Class-response rates of WTA neurons, normalised per neuron: (neurons, classes), rows sum to 1.
