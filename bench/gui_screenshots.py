@@ -1,0 +1,74 @@
+"""Regenerate the GUI screenshots in docs/: a real run on the simulated bench, then each main view grabbed.
+
+    QT_QPA_PLATFORM=offscreen /work/venv/bin/python bench/gui_screenshots.py [--protocol train-meanvar]
+
+Runs the protocol (default: the embedded train-meanvar on sim-dw-640, ~10 s) from the GUI, waits
+for the end, and saves docs/gui-<view>.png for the window, the station and protocol panels and
+every live-view tab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from labctl.gui.app import MainWindow, application, run_until  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", default="train-meanvar")
+    ap.add_argument("--out-dir", default=str(ROOT / "docs"))
+    args = ap.parse_args()
+    app = application()
+    win = MainWindow()
+    win.resize(1600, 1000)
+    win.show()
+    panel = win.protocol_panel
+    panel.load(args.protocol)
+    run_file = Path(tempfile.mkdtemp()) / "gui-screenshot-run.h5"
+    panel.out.setText(str(run_file))
+    t0 = time.monotonic()
+    if not win.start_run():
+        print(panel.form_error.text() or panel.status.text(), file=sys.stderr)
+        return 1
+    if not run_until(lambda: win.worker is None and getattr(win, "last_result", None) is not None, 600):
+        raise TimeoutError("the run did not finish in time")
+    print(f"run {win.last_result['status']} in {time.monotonic() - t0:.1f} s -> {run_file}")
+    for _ in range(5):
+        app.processEvents()
+        time.sleep(0.05)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    win.views.redraw(all_views=True)
+    paths = []
+    for index, view in enumerate(win.views.views):
+        win.views.setCurrentIndex(index)
+        app.processEvents()
+        time.sleep(0.05)
+        app.processEvents()
+        name = "gui-" + view.title.lower().replace(" && ", "-").replace(" ", "-") + ".png"
+        win.views.grab().save(str(out / name))
+        paths.append(out / name)
+    win.views.setCurrentIndex(2)
+    app.processEvents()
+    win.grab().save(str(out / "gui-window.png"))
+    left = win.station_panel.parentWidget()
+    left.grab().save(str(out / "gui-station-protocol.png"))
+    paths += [out / "gui-window.png", out / "gui-station-protocol.png"]
+    for p in paths:
+        print(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

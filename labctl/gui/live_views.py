@@ -1,0 +1,656 @@
+"""Live plots of a run (pyqtgraph): weights, synapse state map, training curves, calibration, chip work.
+
+The views are fed from two sources, the same for a run started here and a run file watched:
+
+- the run file's datasets (:meth:`LiveViews.update_from_reader`, called by the watcher with a
+  refreshed :class:`~labctl.store.RunReader`): ``train/metrics`` (any compound table of per-epoch
+  or per-batch rows), weight snapshots (``train/amplitude``, ``train/target_levels``, final
+  ``model/*`` and ``train/*`` arrays), ``calibration/*`` and the run's ``summary``;
+- for a run started here, the engine's progress documents (:meth:`LiveViews.add_progress`) and
+  chip snapshots (counters, simulated device states; :meth:`LiveViews.set_chip_snapshot`).
+
+Views keep the latest data and redraw only when asked (:meth:`LiveViews.redraw`, on the GUI's
+throttled timer), and only the tab that is shown; the others redraw when they are selected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt5.QtCore import Qt
+from PyQt5.QtGui import QFont
+from PyQt5.QtWidgets import QGridLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+LABEL_STYLE = {"font-size": "11pt"}
+TICK_FONT = QFont()
+TICK_FONT.setPointSize(9)
+
+#: (features, classes) of the data sets the training protocols use, to split flat weight arrays into layers.
+DATA_SHAPES = {"digits": (64, 10), "iris": (4, 3), "wine": (13, 3), "breast_cancer": (30, 2)}
+
+
+def configure_pyqtgraph() -> None:
+    """White background, black axes, row-major images: readable screenshots."""
+    pg.setConfigOptions(background="w", foreground="k", imageAxisOrder="row-major", antialias=False)
+
+
+def make_plot(title: str, x: tuple[str, str | None], y: tuple[str, str | None], legend: bool | str = False) -> pg.PlotWidget:
+    """A plot with title, labelled axes (SI units get prefixes) and a legend (top-right, or "bottom")."""
+    w = pg.PlotWidget()
+    p = w.getPlotItem()
+    p.setTitle(title, size="12pt")
+    for side, (label, units) in (("bottom", x), ("left", y)):
+        axis = p.getAxis(side)
+        axis.setTickFont(TICK_FONT)
+        p.setLabel(side, label, units=units, **LABEL_STYLE)
+    p.showGrid(x=True, y=True, alpha=0.25)
+    if legend:
+        p.addLegend(offset=(-10, -10) if legend == "bottom" else (-10, 10), labelTextSize="10pt")
+    w.setMinimumSize(320, 220)
+    return w
+
+
+def _pen(i: int, width: float = 2.0, style=None) -> Any:
+    kw = {"color": PALETTE[i % len(PALETTE)], "width": width}
+    if style is not None:
+        kw["style"] = style
+    return pg.mkPen(**kw)
+
+
+def _unit(reader, name: str) -> str:
+    try:
+        return str(reader.dataset_attrs(name).get("units", "") or "")
+    except KeyError:
+        return ""
+
+
+# ---------------------------------------------------------------------------- reading the run file
+def read_metrics(reader) -> dict[str, np.ndarray] | None:
+    """Columns of ``train/metrics`` (compound rows), or None."""
+    if "train/metrics" not in reader.names():
+        return None
+    rows = reader.dataset("train/metrics")
+    if rows.dtype.names is None or rows.shape[0] == 0:
+        return None
+    return {k: np.asarray(rows[k], dtype=float) for k in rows.dtype.names if rows[k].dtype.kind in "iuf"}
+
+
+def _settings(reader) -> dict:
+    proto = reader.attrs.get("protocol") or {}
+    return proto.get("settings", {}) if isinstance(proto, dict) else {}
+
+
+def layer_shapes(reader, n: int) -> list[tuple[int, int]]:
+    """(outputs, inputs) per layer for a flat weight array of ``n`` values, or one flat 'layer'."""
+    s = _settings(reader)
+    hidden = s.get("hidden")
+    dims = DATA_SHAPES.get(s.get("data", "digits"))
+    if isinstance(hidden, list) and dims is not None:
+        sizes = [dims[0], *hidden, dims[1]]
+        shapes = [(o, i) for i, o in zip(sizes[:-1], sizes[1:])]
+        if sum(o * i for o, i in shapes) == n:
+            return shapes
+    return [(1, n)]
+
+
+def weight_layers(reader, finished: bool) -> list[dict]:
+    """Per layer: the trained control values and the effective switching probability or level."""
+    names = set(reader.names())
+    layers: list[dict] = []
+    if "train/amplitude" in names:  # meanvar: amplitudes (C, D) per epoch; probability from the law
+        snaps = reader.dataset("train/amplitude", slice(-1, None))
+        if snaps.shape[0]:
+            h = np.asarray(snaps[-1], dtype=float)
+            layer = {"name": f"layer 1 ({h.shape[1]} \u2192 {h.shape[0]})", "control": h.reshape(-1),
+                     "control_label": "pulse amplitude", "control_units": _unit(reader, "train/amplitude") or None,
+                     "shape": h.shape}
+            if "model/law" in names:
+                law = reader.dataset("model/law")
+                if np.any(law[0] != 0):
+                    x0, dx, a = (np.asarray(v, dtype=float) for v in law)
+                    p = (1 - a) + a / (1 + np.exp(-dx * (h - x0)))
+                    layer.update(effective=p.reshape(-1), effective_label="switching probability", levels=None)
+            layers.append(layer)
+        return layers
+    levels = None
+    for name in ("train/target_levels", "model/levels", "train/levels", "train/state"):
+        if name not in names:
+            continue
+        data = reader.dataset(name)
+        if name == "train/target_levels":
+            if data.shape[0] == 0:
+                continue
+            data = data[-1]
+        elif not finished:
+            continue  # fixed datasets are written at the end: zeros until then
+        levels = np.asarray(data, dtype=float).reshape(-1)
+        source = name
+        break
+    control = None
+    if finished and "model/shadow_weights" in names:
+        control = np.asarray(reader.dataset("model/shadow_weights"), dtype=float)
+    elif finished and "train/weights" in names:
+        control = np.asarray(reader.dataset("train/weights"), dtype=float).reshape(-1)
+    n = len(levels) if levels is not None else (len(control) if control is not None else 0)
+    if n == 0:
+        return layers
+    shapes = layer_shapes(reader, n)
+    offset = 0
+    for k, (o, i) in enumerate(shapes):
+        sl = slice(offset, offset + o * i)
+        offset += o * i
+        layers.append({
+            "name": f"layer {k + 1} ({i} \u2192 {o})" if len(shapes) > 1 or o > 1 else f"{n} synapses",
+            "control": None if control is None or len(control) != n else control[sl],
+            "control_label": "shadow weight", "control_units": None,
+            "effective": None if levels is None else levels[sl],
+            "effective_label": f"level ({source})", "levels": True, "shape": (o, i),
+        })
+    return layers
+
+
+def calibration_data(reader) -> dict | None:
+    """S-curve data: amplitudes, switched fraction [width, amplitude, synapse], fit (names, estimate)."""
+    names = set(reader.names())
+    counts_name = "calibration/counts" if "calibration/counts" in names else (
+        "calibration/level_counts" if "calibration/level_counts" in names else None)
+    if counts_name is None or "calibration/amplitude" not in names:
+        return None
+    amplitude = np.asarray(reader.dataset("calibration/amplitude"), dtype=float)
+    repeats = int(reader.dataset("calibration/repeats")[0])
+    if repeats <= 0 or not np.any(amplitude):
+        return None
+    counts = np.asarray(reader.dataset(counts_name), dtype=float)
+    levels = None
+    if counts_name.endswith("level_counts"):
+        levels = counts.shape[-1]
+        fraction = 1.0 - counts[..., 0] / repeats
+        done = counts.sum(axis=(1, 3))[0] > 0
+    else:
+        fraction = counts / repeats
+        done = np.ones(counts.shape[2], dtype=bool)
+        # synapses of blocks not swept yet hold zeros at every amplitude
+        done = counts[0].sum(axis=0) > 0 if not np.all(counts == 0) else np.zeros(counts.shape[2], bool)
+    fit = None
+    if "calibration/fit/estimate" in names:
+        est = np.asarray(reader.dataset("calibration/fit/estimate"), dtype=float)
+        fit_names = [n.decode() if isinstance(n, bytes) else str(n) for n in reader.dataset("calibration/fit/names")]
+        if np.any(est != 0) and all(fit_names):
+            fit = {"names": fit_names, "estimate": est}
+    widths = np.asarray(reader.dataset("calibration/width"), dtype=float) if "calibration/width" in names else np.array([1e-6])
+    return {"amplitude": amplitude, "fraction": fraction, "done": done, "fit": fit, "levels": levels,
+            "units": _unit(reader, "calibration/amplitude"), "widths": widths,
+            "tau0": float(_settings(reader).get("tau0", 1e-9))}
+
+
+def law_curve(fit_names: list[str], params: np.ndarray, h: np.ndarray, width: float, tau0: float,
+              levels: int | None) -> np.ndarray | None:
+    """Switching probability of the fitted law at amplitudes ``h`` (analysis.switching_laws)."""
+    import torch
+
+    from analysis import switching_laws as laws
+
+    p = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in zip(fit_names, params)}
+    x = torch.tensor(h, dtype=torch.float64)
+    key = tuple(fit_names)
+    if key == ("x0", "dx", "a"):
+        y = laws.logistic_depinning(x, p["x0"], p["dx"], p["a"])
+    elif key == ("h0", "sigma"):
+        y = laws.gaussian_depinning(x, p["h0"], p["sigma"])
+    elif key == ("delta", "vc0"):
+        y = laws.thermal_switching(x.abs(), torch.tensor(width, dtype=torch.float64), p["delta"], p["vc0"], tau0)
+    elif key == ("i_c", "mobility", "sigma") and levels:
+        probs = laws.dwmtj_landing(torch.zeros_like(x), x, torch.tensor(width, dtype=torch.float64), p["i_c"],
+                                   p["mobility"], p["sigma"], levels)
+        y = 1.0 - probs[..., 0]
+    else:
+        return None
+    return y.numpy()
+
+
+def read_summary(reader) -> dict:
+    if "summary" not in reader.names():
+        return {}
+    raw = reader.dataset("summary").tobytes()
+    try:
+        return json.loads(raw.decode()) if raw else {}
+    except (UnicodeDecodeError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------- the views
+class View(QWidget):
+    title = ""
+
+    def __init__(self):
+        super().__init__()
+        self.dirty = False
+
+    def redraw(self) -> None:
+        """Draw the latest data (only called while dirty)."""
+
+
+class WeightsView(View):
+    """Histograms per layer: trained control values, and the effective switching probability or level."""
+
+    title = "Weights"
+
+    def __init__(self):
+        super().__init__()
+        self.grid = QGridLayout(self)
+        self.note = QLabel("No weight snapshot yet: a training run writes one per epoch.")
+        self.grid.addWidget(self.note, 0, 0, 1, 2)
+        self.layers: list[dict] = []
+        self.plots: list[tuple[pg.PlotWidget, pg.PlotWidget, Any, Any]] = []
+
+    def set_layers(self, layers: list[dict]) -> None:
+        self.layers = layers
+        self.dirty = True
+
+    def _build(self) -> None:
+        for control, eff, _, _ in self.plots:
+            control.setParent(None)
+            eff.setParent(None)
+        self.plots = []
+        for k, layer in enumerate(self.layers):
+            c = make_plot(f"{layer['name']}: {layer['control_label']}", (layer["control_label"], layer["control_units"]),
+                          ("synapses", None))
+            e = make_plot(f"{layer['name']}: {layer.get('effective_label', 'effective')}",
+                          (layer.get("effective_label", "effective"), None), ("synapses", None))
+            hc = c.plot(stepMode="center", fillLevel=0, brush=(31, 119, 180, 120), pen=_pen(0))
+            he = e.plot(stepMode="center", fillLevel=0, brush=(214, 39, 40, 120), pen=_pen(1))
+            self.grid.addWidget(c, k + 1, 0)
+            self.grid.addWidget(e, k + 1, 1)
+            self.plots.append((c, e, hc, he))
+
+    def redraw(self) -> None:
+        self.note.setVisible(not self.layers)
+        if len(self.plots) != len(self.layers) or any(
+                p[0].getPlotItem().titleLabel.text.split(":")[0] != l["name"] for p, l in zip(self.plots, self.layers)):
+            self._build()
+        for (c, e, hc, he), layer in zip(self.plots, self.layers):
+            for plot, item, values, discrete in ((c, hc, layer.get("control"), False),
+                                                 (e, he, layer.get("effective"), bool(layer.get("levels")))):
+                plot.setVisible(values is not None)
+                if values is None or len(values) == 0:
+                    continue
+                v = values[np.isfinite(values)]
+                if discrete:
+                    lo, hi = int(v.min()), int(v.max())
+                    edges = np.arange(lo - 0.5, hi + 1.5)
+                elif layer.get("effective_label") == "switching probability" and item is he:
+                    edges = np.linspace(0, 1, 41)
+                else:
+                    lo, hi = float(v.min()), float(v.max())
+                    if hi <= lo:
+                        hi = lo + (abs(lo) * 1e-3 or 1e-12)
+                    edges = np.linspace(lo, hi, 41)
+                counts, edges = np.histogram(v, bins=edges)
+                item.setData(edges, counts)
+
+
+class StateMapView(View):
+    """Which synapses are switched: device levels as an image, laid out as the layer's weight matrix."""
+
+    title = "State map"
+
+    def __init__(self):
+        super().__init__()
+        lay = QVBoxLayout(self)
+        self.plot = make_plot("Synapse state map", ("input j", None), ("output neuron i", None))
+        self.plot.getPlotItem().invertY(True)
+        self.plot.getPlotItem().setAspectLocked(False)
+        self.image = pg.ImageItem()
+        self.plot.addItem(self.image)
+        self.bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False)
+        self.bar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        self.caption = QLabel("No state yet.")
+        self.caption.setWordWrap(True)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.caption)
+        self.state: np.ndarray | None = None
+        self.source = ""
+        self.label = "level (0 = reference)"
+        self.range = (0.0, 1.0)
+        self.axes = ("input j", "output neuron i")
+
+    def set_state(self, values: np.ndarray, shape: tuple[int, int] | None, source: str, label: str,
+                  value_range: tuple[float, float]) -> None:
+        n = values.size
+        layer_shape = shape is not None and shape[0] * shape[1] <= n
+        if not layer_shape:
+            cols = int(math.ceil(math.sqrt(n)))
+            shape = (int(math.ceil(n / cols)), cols)
+        flat = np.full(shape[0] * shape[1], np.nan)
+        m = min(n, flat.size)
+        flat[:m] = np.asarray(values, dtype=float).reshape(-1)[:m]
+        self.state = flat.reshape(shape)
+        self.source, self.label, self.range = source, label, value_range
+        self.axes = (("input j", "output neuron i") if layer_shape else
+                     (f"column (synapse = row \u00d7 {shape[1]} + column)", "row"))
+        self.dirty = True
+
+    def redraw(self) -> None:
+        if self.state is None:
+            return
+        lo, hi = self.range
+        self.image.setImage(self.state, autoLevels=False, levels=(lo, hi))
+        self.bar.setLevels((lo, hi))
+        p = self.plot.getPlotItem()
+        # The colour scale is named in the title: a label on the narrow colour bar overlaps its ticks.
+        p.setTitle(f"Synapse state map (colour: {self.label})")
+        p.setLabel("bottom", self.axes[0], **LABEL_STYLE)
+        p.setLabel("left", self.axes[1], **LABEL_STYLE)
+        rows, cols = self.state.shape
+        finite = self.state[np.isfinite(self.state)]
+        switched = float(np.mean(finite > 0.5 * (lo + hi) if self.label.startswith("switching") else finite > 0)) \
+            if finite.size else 0.0
+        what = "p > 0.5" if self.label.startswith("switching") else "switched (level > 0)"
+        self.caption.setText(f"{self.source}: {rows} \u00d7 {cols} synapses; {what}: {100 * switched:.1f} %")
+
+
+class TrainingView(View):
+    """Loss and accuracy: per epoch (or per row) from train/metrics, and live per safe point from the engine."""
+
+    title = "Training"
+
+    def __init__(self):
+        super().__init__()
+        grid = QGridLayout(self)
+        self.loss = make_plot("Loss per epoch (run file)", ("epoch", None), ("cross-entropy loss", "nats"), legend=True)
+        self.acc = make_plot("Accuracy per epoch (run file)", ("epoch", None), ("accuracy", "%"), legend="bottom")
+        self.live_loss = make_plot("Running loss (live, per safe point)", ("step", None), ("loss", "nats"), legend=True)
+        self.live_acc = make_plot("Running accuracy (live, per safe point)", ("step", None), ("accuracy", "%"),
+                                  legend="bottom")
+        for plot in (self.live_loss, self.live_acc):  # long curves: draw only what is visible, downsampled
+            plot.getPlotItem().setClipToView(True)
+            plot.getPlotItem().setDownsampling(auto=True, mode="peak")
+        grid.addWidget(self.loss, 0, 0)
+        grid.addWidget(self.acc, 0, 1)
+        grid.addWidget(self.live_loss, 1, 0)
+        grid.addWidget(self.live_acc, 1, 1)
+        self.curves: dict[str, Any] = {}
+        self.metrics: dict[str, np.ndarray] | None = None
+        self.x_name = "epoch"
+        self.live: dict[str, list] = {"step": [], "loss": [], "accuracy": []}
+
+    def set_metrics(self, metrics: dict[str, np.ndarray] | None) -> None:
+        self.metrics = metrics
+        self.dirty = True
+
+    def add_progress(self, docs: list[dict]) -> None:
+        for d in docs:
+            m = d.get("metrics") or {}
+            if "loss" in m or "accuracy" in m:
+                self.live["step"].append(d["step"])
+                self.live["loss"].append(float(m.get("loss", np.nan)))
+                self.live["accuracy"].append(100 * float(m.get("accuracy", np.nan)))
+                self.dirty = True
+
+    def _curve(self, plot: pg.PlotWidget, key: str, name: str, i: int) -> Any:
+        if key not in self.curves:
+            live = plot is self.live_loss or plot is self.live_acc
+            self.curves[key] = plot.plot(name=name, pen=_pen(i), symbol=None if live else "o", symbolSize=4,
+                                         symbolBrush=PALETTE[i % len(PALETTE)], symbolPen=None, skipFiniteCheck=not live)
+        return self.curves[key]
+
+    def redraw(self) -> None:
+        m = self.metrics
+        if m:
+            x = m["epoch"] if "epoch" in m and ("train_loss" in m or "val_loss" in m) else np.arange(len(next(iter(m.values()))))
+            if "epoch" not in m or "train_loss" not in m:
+                self.loss.getPlotItem().setLabel("bottom", "row of train/metrics", **LABEL_STYLE)
+                self.acc.getPlotItem().setLabel("bottom", "row of train/metrics", **LABEL_STYLE)
+            i = 0
+            for k, v in m.items():
+                if "loss" in k:
+                    self._curve(self.loss, "f:" + k, k.replace("_", " "), i).setData(x, v)
+                    i += 1
+            i = 0
+            for k, v in m.items():
+                if "accuracy" in k:
+                    self._curve(self.acc, "f:" + k, k.replace("_", " "), i).setData(x, 100 * v)
+                    i += 1
+        if self.live["step"]:
+            s = np.asarray(self.live["step"])
+            self._curve(self.live_loss, "l:loss", "train loss (running mean over the epoch)", 0).setData(
+                s, np.asarray(self.live["loss"]), connect="finite")
+            self._curve(self.live_acc, "l:accuracy", "train accuracy (running, over the epoch)", 0).setData(
+                s, np.asarray(self.live["accuracy"]), connect="finite")
+
+
+class CalibrationView(View):
+    """S-curves: measured switching fraction against pulse amplitude, with the fitted laws."""
+
+    title = "Calibration"
+    SHOWN = 6
+
+    def __init__(self):
+        super().__init__()
+        grid = QGridLayout(self)
+        self.curves = make_plot("S-curves: measured (points) and fitted law (lines)", ("pulse amplitude", "T"),
+                                ("switching probability", None), legend="bottom")
+        self.params = make_plot("Fitted law: first parameter over all synapses", ("parameter", None),
+                                ("synapses", None))
+        grid.addWidget(self.curves, 0, 0)
+        grid.addWidget(self.params, 0, 1)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+        self.data: dict | None = None
+        self.items: list = []
+
+    def set_data(self, data: dict | None) -> None:
+        self.data = data
+        self.dirty = True
+
+    def redraw(self) -> None:
+        d = self.data
+        if d is None:
+            return
+        p = self.curves.getPlotItem()
+        for item in self.items:
+            p.removeItem(item)
+        p.legend.clear()
+        self.items = []
+        unit = d["units"] or None
+        p.setLabel("bottom", "pulse amplitude", units=unit, **LABEL_STYLE)
+        h = d["amplitude"]
+        frac = d["fraction"][0]  # first pulse width
+        done = np.flatnonzero(d["done"])
+        if done.size == 0:
+            return
+        shown = done[np.unique(np.linspace(0, done.size - 1, min(self.SHOWN, done.size)).round().astype(int))]
+        hh = np.linspace(h.min(), h.max(), 200)
+        fit = d["fit"]
+        for k, s in enumerate(shown):
+            colour = PALETTE[k % len(PALETTE)]
+            pts = pg.ScatterPlotItem(h, frac[:, s], size=7, brush=colour, pen=None, name=f"synapse {s}")
+            p.addItem(pts)
+            self.items.append(pts)
+            if fit is not None:
+                y = law_curve(fit["names"], fit["estimate"][0, s], hh, float(d["widths"][0]), d["tau0"], d["levels"])
+                if y is not None:
+                    line = p.plot(hh, y, pen=_pen(k, 1.5))
+                    self.items.append(line)
+        median = np.median(frac[:, done], axis=1)
+        med = p.plot(h, median, pen=pg.mkPen("k", width=3, style=Qt.DashLine),
+                     name=f"median of {done.size} synapses")
+        self.items.append(med)
+        if fit is not None:
+            fit_line = pg.PlotDataItem([], [], pen=_pen(0, 1.5))
+            p.legend.addItem(fit_line, f"fitted law ({', '.join(fit['names'])})")
+            self.items.append(fit_line)
+            q = self.params.getPlotItem()
+            q.clear()
+            name = fit["names"][0]
+            v = fit["estimate"][0, :, 0]
+            v = v[np.isfinite(v) & (v != 0)]
+            if v.size:
+                counts, edges = np.histogram(v, bins=30)
+                q.plot(edges, counts, stepMode="center", fillLevel=0, brush=(44, 160, 44, 120), pen=_pen(2))
+                units = {"x0": d["units"], "h0": d["units"], "vc0": "V", "i_c": "A", "sigma": None}.get(name)
+                median = pg.siFormat(float(np.median(v)), suffix=units) if units else f"{np.median(v):.4g}"
+                q.setTitle(f"Fitted {name} of {v.size} synapses (median {median})", size="12pt")
+                q.setLabel("bottom", f"fitted {name}", units=units, **LABEL_STYLE)
+
+
+class ChipWorkView(View):
+    """Pulses and energy delivered to the chip, against step (live) or epoch (run file); the run summary."""
+
+    title = "Pulses && energy"
+
+    def __init__(self):
+        super().__init__()
+        grid = QGridLayout(self)
+        self.pulses = make_plot("Pulses and reads on the chip", ("step", None), ("count", None), legend="bottom")
+        self.energy = make_plot("Energy delivered to the chip", ("step", None), ("energy", "J"), legend="bottom")
+        self.summary = QLabel("")
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.summary.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        font = QFont("monospace")
+        font.setStyleHint(QFont.Monospace)
+        font.setPointSize(9)
+        self.summary.setFont(font)
+        grid.addWidget(self.pulses, 0, 0)
+        grid.addWidget(self.energy, 0, 1)
+        grid.addWidget(self.summary, 1, 0, 1, 2)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 1)
+        self.live: dict[str, list] = {"step": [], "pulses": [], "reads": [], "energy_j": []}
+        self.metrics: dict[str, np.ndarray] | None = None
+        self.summary_data: dict = {}
+        self.curves: dict[str, Any] = {}
+
+    def add_snapshot(self, snap: dict) -> None:
+        c = snap["counters"]
+        if self.live["step"] and snap["step"] < self.live["step"][-1]:
+            snap = dict(snap, step=self.live["step"][-1])
+        self.live["step"].append(snap["step"])
+        for k in ("pulses", "reads", "energy_j"):
+            self.live[k].append(float(c.get(k, np.nan)))
+        self.dirty = True
+
+    def set_metrics(self, metrics, summary: dict) -> None:
+        self.metrics, self.summary_data = metrics, summary
+        self.dirty = True
+
+    def _curve(self, plot, key, name, i):
+        if key not in self.curves:
+            self.curves[key] = plot.plot(name=name, pen=_pen(i), symbol="o", symbolSize=4,
+                                         symbolBrush=PALETTE[i % len(PALETTE)], symbolPen=None)
+        return self.curves[key]
+
+    def redraw(self) -> None:
+        if self.live["step"]:
+            s = np.asarray(self.live["step"])
+            self._curve(self.pulses, "pulses", "pulses (chip counters)", 0).setData(s, self.live["pulses"])
+            self._curve(self.pulses, "reads", "reads (chip counters)", 1).setData(s, self.live["reads"])
+            self.curves["reads"].setPen(_pen(1, 2, Qt.DashLine))
+            self._curve(self.energy, "energy", "energy (chip counters)", 3).setData(s, self.live["energy_j"])
+        elif self.metrics and "pulses" in self.metrics:
+            m = self.metrics
+            x = m.get("epoch", np.arange(len(m["pulses"])))
+            for plot in (self.pulses, self.energy):
+                plot.getPlotItem().setLabel("bottom", "epoch", **LABEL_STYLE)
+            self._curve(self.pulses, "pulses", "pulses since training started", 0).setData(x, m["pulses"])
+            if "reads" in m:
+                self._curve(self.pulses, "reads", "reads since training started", 1).setData(x, m["reads"])
+            if "energy_j" in m:
+                self._curve(self.energy, "energy", "energy since training started", 3).setData(x, m["energy_j"])
+        lines = []
+        counters = self.summary_data.get("counters", {})
+        metrics = {k: v for k, v in self.summary_data.items() if k not in ("counters",)}
+        if metrics or counters:
+            lines.append("Run summary")
+            items = list(metrics.items()) + [(k, v) for k, v in counters.items()]
+            for k, v in items:
+                unit = " J" if k.endswith("energy_j") else (" s" if k.endswith("_s") else "")
+                lines.append(f"  {k:<28} {v:.6g}{unit}" if isinstance(v, float) else f"  {k:<28} {v}")
+        self.summary.setText("\n".join(lines[:1] + _columns(lines[1:], 3)))
+
+
+def _columns(lines: list[str], n: int) -> list[str]:
+    if not lines:
+        return []
+    rows = math.ceil(len(lines) / n)
+    width = max(len(s) for s in lines) + 2
+    return ["".join(lines[r + c * rows].ljust(width) for c in range(n) if r + c * rows < len(lines)) for r in range(rows)]
+
+
+class LiveViews(QTabWidget):
+    """The tabbed live views (see module docstring)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = WeightsView()
+        self.state = StateMapView()
+        self.training = TrainingView()
+        self.calibration = CalibrationView()
+        self.work = ChipWorkView()
+        self.views: list[View] = [self.weights, self.state, self.training, self.calibration, self.work]
+        for v in self.views:
+            self.addTab(v, v.title)
+        self.currentChanged.connect(lambda _: self.redraw())
+        self.chip_state_live = False
+        self.rows_seen: dict[str, int] = {}
+        self._weights_rows = -1
+
+    # ------------------------------------------------------------------ feeding
+    def update_from_reader(self, reader, finished: bool) -> None:
+        """Take the latest data from a (refreshed) run reader."""
+        metrics = read_metrics(reader)
+        self.rows_seen = {"train/metrics": 0 if metrics is None else len(next(iter(metrics.values())))}
+        self.training.set_metrics(metrics)
+        summary = read_summary(reader) if finished else {}
+        self.work.set_metrics(metrics, summary)
+        rows = self.rows_seen["train/metrics"]
+        if finished or rows != self._weights_rows or not self.weights.layers:  # snapshots come with metrics rows
+            self._weights_rows = rows
+            self.weights.set_layers(weight_layers(reader, finished))
+        layers = self.weights.layers
+        cal = self.calibration.data
+        if finished or cal is None or cal["fit"] is None:  # fixed datasets: unchanged once the fit is written
+            cal = calibration_data(reader)
+            self.calibration.set_data(cal)
+        if not self.chip_state_live:
+            self._state_from_file(layers, cal)
+
+    def _state_from_file(self, layers: list[dict], cal: dict | None) -> None:
+        for layer in layers:
+            if layer.get("levels") and layer.get("effective") is not None:
+                eff = layer["effective"]
+                hi = max(1.0, float(np.nanmax(eff)))
+                self.state.set_state(eff, layer["shape"], f"run file ({layer['effective_label']}), {layer['name']}",
+                                     "level (0 = reference)", (0.0, hi))
+                return
+        for layer in layers:
+            if layer.get("effective") is not None:
+                self.state.set_state(layer["effective"], layer["shape"],
+                                     f"run file: switching probability of the trained amplitudes, {layer['name']}",
+                                     "switching probability", (0.0, 1.0))
+                return
+
+    def add_progress(self, docs: list[dict]) -> None:
+        self.training.add_progress(docs)
+
+    def set_chip_snapshot(self, snap: dict, shape: tuple[int, int] | None = None) -> None:
+        self.work.add_snapshot(snap)
+        state = snap.get("state")
+        if state is not None:
+            self.chip_state_live = True
+            hi = max(1.0, float(state.max()) if state.size else 1.0)
+            self.state.set_state(state, shape, f"chip (simulated device states) at step {snap['step']}",
+                                 "level (0 = reference)", (0.0, hi))
+
+    # ------------------------------------------------------------------ drawing
+    def redraw(self, all_views: bool = False) -> None:
+        """Redraw the shown view (or all of them) if it has new data."""
+        for v in self.views if all_views else [self.currentWidget()]:
+            if v is not None and v.dirty:
+                v.dirty = False
+                v.redraw()
