@@ -51,7 +51,8 @@ def energy_model(station: StationConfig):
 def open_instruments(station: StationConfig, envelope: Envelope, seed: int | None = None) -> InstrumentArray:
     """Connect the station's instruments and return the configured InstrumentArray."""
     ins = station.instruments
-    assert ins is not None
+    if ins is None:
+        raise ValueError(f"station {station.station.name!r}: backend 'instruments' needs an [instruments] table")
     running = None
     resources = {role: table.resource for role, table in ins.roles().items()}
     visa = {role: table.visa_library for role, table in ins.roles().items()}
@@ -66,6 +67,8 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
     try:
         for role, table in ins.roles().items():
             settings = role_settings(station, role)
+            if "read_bias" in settings:  # the last check before any instrument sources it
+                envelope.check_read_bias(settings["read_bias"])
             roles[role] = open_role(
                 role, table.model, resources[role], timeout_s=table.timeout_s, retries=table.retries,
                 visa_library=visa[role], read_termination=table.read_termination,

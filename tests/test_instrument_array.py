@@ -208,3 +208,12 @@ def test_envelope_beyond_the_pulse_source_is_refused_at_open():
         if t.name.startswith("bench-"):
             t.join(timeout=2)
             assert not t.is_alive()  # the bench it started was stopped
+
+
+def test_read_bias_outside_envelope_never_reaches_the_source_meter():
+    """Config validation refuses such a station; a programmatic copy that skips validation is still
+    refused when the instruments are opened, before the source meter is configured."""
+    station = load_station("tmr-bench")
+    unsafe = station.model_copy(update={"envelope": station.envelope.model_copy(update={"read_bias_max": 0.001})})
+    with pytest.raises(EnvelopeError, match="read bias 0.05 V is outside the station envelope"):
+        open_chip(unsafe)
