@@ -145,7 +145,9 @@ def main() -> None:
     if args.only in (None, "hebbian"):
         text, raw["hebbian"] = hebbian_table(chip_seeds, args.quick)
         print("## Hebbian learning (STT-MTJ)\n\n" + text + "\n")
-    Path(args.json).write_text(json.dumps(raw, indent=1, default=float))
+    path = Path(args.json)  # keep the part not re-run (with --only)
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**previous, **raw}, indent=1, default=float))
 
 
 if __name__ == "__main__":
