@@ -17,18 +17,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.agilent import Agilent33500
 from pymeasure.instruments.agilent.agilent33500 import Agilent33500Channel
 from pymeasure.instruments.validators import strict_discrete_set
 
-from .errors import ReplyError
-from .roles import PulseSource, confirm, scpi_errors
+from .arb_source import TwoChannelArbSource
 from .waveform import Waveform
-
-DAC_MAX = 32767
-MIN_POINTS = 8  # the 33500B refuses shorter arbitrary waveforms
 
 
 class LabAgilent33500Channel(Agilent33500Channel):
@@ -71,17 +66,15 @@ class LabAgilent33500(Agilent33500):
         return self.ask("*TRG;*OPC?")
 
 
-class Agilent33500PulseSource(PulseSource):
+class Agilent33500PulseSource(TwoChannelArbSource):
     """The 33500B in the ``pulse_source`` role (see the module docstring)."""
 
     max_volts = 5.0
     min_dt = 1 / 160e6  # 160 MSa/s
     min_vpp = 0.01
+    dac_max = 32767
+    min_points = 8  # the 33500B refuses shorter arbitrary waveforms
     marker_vpp = 5.0  # marker high = +2.5 V
-
-    def __init__(self, link, *, max_points: int = 65536):
-        super().__init__(link)
-        self.max_points = max_points
 
     def _configure(self, d) -> None:
         d.clear()
@@ -94,36 +87,13 @@ class Agilent33500PulseSource(PulseSource):
             ch.burst_ncycles = 1
             ch.burst_state = True
             ch.trigger_source = "BUS"
-        self._load(d, Waveform(np.zeros(MIN_POINTS), np.zeros(MIN_POINTS, bool), 1e-6))
+        self._load(d, self.idle_waveform())
         d.ch_1.output = True
         d.ch_2.output = True
 
     def _load(self, d, wave: Waveform) -> None:
-        volts, markers = wave.volts, wave.markers
-        if len(volts) < MIN_POINTS:
-            pad = MIN_POINTS - len(volts)
-            volts = np.concatenate([volts, np.zeros(pad)])
-            markers = np.concatenate([markers, np.zeros(pad, bool)])
-        vpp = max(2.0 * float(np.abs(volts).max()), self.min_vpp)
-        dac = np.rint(volts / (vpp / 2.0) * DAC_MAX).astype(int)
-        marks = np.where(markers, DAC_MAX, 0)
+        dac, marks, vpp = self.dac_codes(wave)
         srate = 1.0 / wave.dt
         d.load_arbs([(1, "LABCTL1", dac, srate, vpp), (2, "LABCTL2", marks, srate, self.marker_vpp)])
 
-    def _fire(self, d) -> None:
-        reply = d.trigger_and_wait().strip()
-        if reply != "1":
-            raise ReplyError(f"expected '1' from *OPC?, got {reply[:40]!r}")
 
-    def _safe_state(self, d) -> None:
-        d.ch_1.output = False
-        d.ch_2.output = False
-        confirm(d.ask("OUTP1?"), ("0", "OFF"), "channel 1 output")
-        confirm(d.ask("OUTP2?"), ("0", "OFF"), "channel 2 output")
-
-    def _blind_safe_state(self, d) -> None:
-        d.ch_1.output = False
-        d.ch_2.output = False
-
-    def _errors(self, d) -> list[str]:
-        return scpi_errors(d)

@@ -25,12 +25,8 @@ from pymeasure.instruments.keysight import Keysight81160A
 from pymeasure.instruments.keysight.keysight81160A import Keysight81160AChannel
 from pyvisa.util import to_ieee_block
 
-from .errors import ReplyError
-from .roles import PulseSource, confirm, scpi_errors
+from .arb_source import TwoChannelArbSource
 from .waveform import Waveform
-
-DAC_MAX = 8191
-MIN_POINTS = 8
 
 
 class LabKeysight81160AChannel(Keysight81160AChannel):
@@ -68,23 +64,20 @@ class LabKeysight81160A(Keysight81160A):
         return self.ask("*TRG;*OPC?")
 
 
-class Keysight81160APulseSource(PulseSource):
+class Keysight81160APulseSource(TwoChannelArbSource):
     """The 81160A in the ``pulse_source`` role (see the module docstring)."""
 
     max_volts = 2.5  # 5 Vpp, offset 0
     min_dt = 1 / 2.5e9  # 2.5 GSa/s
     min_vpp = 0.05
+    dac_max = 8191
     marker_vpp = 5.0
-
-    def __init__(self, link, *, max_points: int = 65536):
-        super().__init__(link)
-        self.max_points = max_points
 
     def _configure(self, d) -> None:
         d.clear()
         for ch in (d.ch_1, d.ch_2):
             ch.output = False
-        self._load(d, Waveform(np.zeros(MIN_POINTS), np.zeros(MIN_POINTS, bool), 1e-6))
+        self._load(d, self.idle_waveform())
         for ch in (d.ch_1, d.ch_2):
             ch.shape = "USER"
             ch.offset = 0
@@ -94,31 +87,8 @@ class Keysight81160APulseSource(PulseSource):
         d.ch_2.output = True
 
     def _load(self, d, wave: Waveform) -> None:
-        volts, markers = wave.volts, wave.markers
-        if len(volts) < MIN_POINTS:
-            pad = MIN_POINTS - len(volts)
-            volts = np.concatenate([volts, np.zeros(pad)])
-            markers = np.concatenate([markers, np.zeros(pad, bool)])
-        vpp = max(2.0 * float(np.abs(volts).max()), self.min_vpp)
-        dac = np.rint(volts / (vpp / 2.0) * DAC_MAX).astype(int)
-        marks = np.where(markers, DAC_MAX, 0)
-        frequency = 1.0 / (wave.dt * len(volts))
+        dac, marks, vpp = self.dac_codes(wave)
+        frequency = 1.0 / (wave.dt * len(dac))  # one pass of the padded waveform per trigger
         d.load_user_waveforms([(1, dac, frequency, vpp), (2, marks, frequency, self.marker_vpp)])
 
-    def _fire(self, d) -> None:
-        reply = d.trigger_and_wait().strip()
-        if reply != "1":
-            raise ReplyError(f"expected '1' from *OPC?, got {reply[:40]!r}")
 
-    def _safe_state(self, d) -> None:
-        d.ch_1.output = False
-        d.ch_2.output = False
-        confirm(d.ask("OUTP1?"), ("0", "OFF"), "channel 1 output")
-        confirm(d.ask("OUTP2?"), ("0", "OFF"), "channel 2 output")
-
-    def _blind_safe_state(self, d) -> None:
-        d.ch_1.output = False
-        d.ch_2.output = False
-
-    def _errors(self, d) -> list[str]:
-        return scpi_errors(d)
