@@ -25,10 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labctl.config import load_protocol_file, load_station, validate  # noqa: E402
+from labctl.cli import prepare  # noqa: E402
 from labctl.engine import RunEngine  # noqa: E402
-from labctl.station import open_chip  # noqa: E402
-from protocols import REGISTRY  # noqa: E402
 
 CLUSTER_RUNS = [
     ("Iris", "train-cluster-iris", {}),
@@ -40,11 +38,7 @@ CLUSTER_RUNS = [
 
 def run_protocol(ref: str, overrides: dict, chip_seed: int, seed: int = 0, station: str | None = None):
     """Run an embedded protocol with setting overrides on its station with physics seed ``chip_seed``."""
-    pfile, source = load_protocol_file(ref)
-    cls = REGISTRY[pfile.protocol.kind]
-    settings = validate(cls.settings_model, {**pfile.settings, **overrides}, source, prefix="settings")
-    chip = open_chip(load_station(station or pfile.protocol.station), seed=chip_seed)
-    protocol = cls(pfile.protocol.name, settings, chip, seed=seed)
+    protocol, chip, _, _ = prepare(ref, station, seed, overrides=overrides, chip_seed=chip_seed)
     start = time.perf_counter()
     outcome = RunEngine(chip, None, checkpoint_every_s=None).run(protocol)
     assert outcome.status == "success", outcome.reason

@@ -34,16 +34,21 @@ class BadInput(Exception):
 
 
 # ---------------------------------------------------------------------------- building a run
-def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | None = None):
-    """Open the station's chip and build the protocol a validated protocol file describes."""
+def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | None = None, *,
+          overrides: dict | None = None, chip_seed: int | None = None):
+    """Open the station's chip and build the protocol a validated protocol file describes.
+
+    ``overrides`` replace settings of the file (validated like them); ``chip_seed`` replaces the
+    station's physics seed (another simulated chip of the same design).
+    """
     from protocols import REGISTRY
 
     header = pfile.protocol
     cls = REGISTRY.get(header.kind)
     if cls is None:
         raise ConfigError(f"{source}: key 'protocol.kind': expected one of {sorted(REGISTRY)} (got {header.kind!r})")
-    settings = validate(cls.settings_model, pfile.settings, source, prefix="settings")
-    chip = open_chip(station)
+    settings = validate(cls.settings_model, {**pfile.settings, **(overrides or {})}, source, prefix="settings")
+    chip = open_chip(station, seed=chip_seed)
     try:
         protocol = cls(header.name, settings, chip, seed=header.seed if seed is None else seed)
     except ValueError as exc:
@@ -52,14 +57,16 @@ def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | 
     return protocol, chip
 
 
-def prepare(protocol_ref: str, station_ref: str | None = None, seed: int | None = None):
+def prepare(protocol_ref: str, station_ref: str | None = None, seed: int | None = None, *,
+            overrides: dict | None = None, chip_seed: int | None = None):
     """Load a protocol file and its station (the protocol's default unless given), build both.
 
     Returns (protocol, chip, station config, protocol file). Raises ConfigError for bad input.
+    ``overrides`` and ``chip_seed`` as in :func:`build` (for sweeps and tests).
     """
     pfile, source = load_protocol_file(protocol_ref)
     station = load_station(station_ref or pfile.protocol.station)
-    protocol, chip = build(pfile, source, station, seed)
+    protocol, chip = build(pfile, source, station, seed, overrides=overrides, chip_seed=chip_seed)
     return protocol, chip, station, pfile
 
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from labctl.config import load_protocol_file, load_station, validate
+from labctl.cli import prepare
 from labctl.engine import RunContext
-from labctl.station import open_chip
-from protocols.calibration import Calibration, CalibrationSettings
+from protocols.calibration import Calibration
 
 
 def calibrate(protocol_name: str, station_name: str, **overrides) -> Calibration:
-    pfile, source = load_protocol_file(protocol_name)
-    settings = validate(CalibrationSettings, {**pfile.settings, **overrides}, source)
-    chip = open_chip(load_station(station_name))
-    protocol = Calibration(pfile.protocol.name, settings, chip, seed=0)
+    protocol, chip, _, _ = prepare(protocol_name, station_name, seed=0, overrides=overrides)
+    assert isinstance(protocol, Calibration)
     for _ in protocol.run(RunContext(chip, None)):
         pass
     return protocol

@@ -14,7 +14,7 @@ from labctl.engine import RunContext, RunEngine, SUMMARY, SUMMARY_SPEC
 from labctl.station import open_chip
 from labctl.store import RunReader, RunWriter
 from protocols import REGISTRY
-from protocols.meanvar import MeanVarSettings, MeanVarTraining, fraction_mid, meanvar_logits, measure_on_chip
+from protocols.meanvar import MeanVarSettings, MeanVarTraining, meanvar_logits, measure_on_chip
 
 
 @pytest.fixture(autouse=True)
