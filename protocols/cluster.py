@@ -47,7 +47,6 @@ only rows with non-zero inputs).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Iterator, Literal
 
@@ -62,7 +61,7 @@ from . import datasets
 from .base import ChipProtocol, Settings
 from .readout import (delta_rule, generator_state, labelled_subset, logistic_regression_accuracy, mean_std,
                       readout_predict, restore_generator)
-from .training import torch_threads
+from .training import EpochCursor, torch_threads
 
 Tensor = torch.Tensor
 
@@ -150,15 +149,10 @@ class TrainCluster(ChipProtocol):
             chip.envelope.check_pulse(torch.tensor(amp), torch.tensor(s.pulse_width), None)
         self.top = chip.levels - 1
         self.index = torch.arange(self.synapses).reshape(s.clusters, self.inputs)
-        self.per_epoch = math.ceil(len(self.x_train) / s.batch)
-        self.total_samples = s.epochs * len(self.x_train)
         # --- resumable state
         self.phase = "init"
-        self.epoch = 0
-        self.pos = 0  # samples done in this epoch
-        self.perm = torch.arange(len(self.x_train))
+        self.cursor = EpochCursor(len(self.x_train), s.epochs, s.batch, seed)
         self.levels = torch.zeros(s.clusters, self.inputs, dtype=torch.int64)  # shadow of the last read
-        self.gen_order = torch.Generator().manual_seed(seed)
         self.gen_gate = torch.Generator().manual_seed(seed + 1_000_003)
         self.init_samples = torch.zeros(s.clusters, dtype=torch.int64)
         self.wins = torch.zeros(s.clusters, dtype=torch.int64)  # this epoch
@@ -188,7 +182,7 @@ class TrainCluster(ChipProtocol):
     def eta(self, done: int) -> float:
         """Learning rate after ``done`` training samples (geometric anneal)."""
         s = self.settings
-        frac = done / max(1, self.total_samples - 1)
+        frac = done / max(1, self.cursor.total - 1)
         return s.eta_start * (s.eta_end / s.eta_start) ** min(1.0, frac)
 
     def weights(self, levels: Tensor | None = None) -> Tensor:
@@ -205,7 +199,7 @@ class TrainCluster(ChipProtocol):
     def _init_targets(self) -> Tensor:
         """Init samples (no labels) and their target levels by stochastic rounding."""
         s = self.settings
-        order = torch.randperm(len(self.x_train), generator=self.gen_order)
+        order = torch.randperm(len(self.x_train), generator=self.cursor.gen)
         self.init_samples = order[: s.clusters] if s.clusters <= len(order) else order[torch.arange(s.clusters) % len(order)]
         scaled = self.x_train[self.init_samples] * self.top
         frac = scaled - scaled.floor()
@@ -250,7 +244,7 @@ class TrainCluster(ChipProtocol):
     def run(self, ctx: RunContext) -> Iterator[Progress]:
         s = self.settings
         w = ctx.writer
-        total = s.epochs * self.per_epoch + 2
+        total = s.epochs * self.cursor.per_epoch + 2
         t_start = time.perf_counter() - self.wall_s
         if self.phase == "init":
             self.marks["start"] = self._counters()
@@ -260,35 +254,30 @@ class TrainCluster(ChipProtocol):
             if w is not None:
                 w.write("train/init_levels", self.levels.numpy().astype(np.int8))
             self.phase = "train"
-            self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
+            self.cursor.shuffle()
             self.wall_s = time.perf_counter() - t_start
             yield Progress(step=1, total=total, stage="init", metrics={"energy_j": self._counters()[0]})
+        cur = self.cursor
         while self.phase == "train":
-            if self.pos == 0:
+            if cur.pos == 0:
                 self._read_all()  # one full crossbar read per epoch re-synchronises the shadow
                 self.wins.zero_()
-            stop = min(self.pos + s.batch, len(self.x_train))
-            done0 = self.epoch * len(self.x_train) + self.pos
+            epoch, done0 = cur.epoch, cur.done
             with torch_threads(1):
                 d2 = [self._train_sample(self.x_train[int(i)], self.eta(done0 + k))
-                      for k, i in enumerate(self.perm[self.pos:stop])]
-            self.pos = stop
+                      for k, i in enumerate(cur.next_batch())]
+            finished = cur.advance(len(d2))
             energy, pulses, reads = self._counters()
             self.wall_s = time.perf_counter() - t_start
-            metrics = {"epoch": self.epoch, "samples": done0 + len(d2), "eta": self.eta(done0 + len(d2) - 1),
+            metrics = {"epoch": epoch, "samples": done0 + len(d2), "eta": self.eta(done0 + len(d2) - 1),
                        "distance2": float(np.mean(d2)), "clusters_used": int((self.wins > 0).sum()),
                        "pulses": pulses, "reads": reads, "energy_j": energy, "wall_s": self.wall_s}
             if w is not None:
                 w.append("train/metrics", np.array([tuple(metrics[k] for k in METRICS_DTYPE.names)], dtype=METRICS_DTYPE))
-            if self.pos >= len(self.x_train):
-                self.epoch += 1
-                self.pos = 0
-                self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
-                if self.epoch >= s.epochs:
-                    self.phase = "readout"
-                    self.marks["train"] = self._counters()
-            step = 1 + self.epoch * self.per_epoch + (math.ceil(self.pos / s.batch) if self.phase == "train" else 0)
-            yield Progress(step=step, total=total, stage="train", metrics=metrics)
+            if finished:
+                self.phase = "readout"
+                self.marks["train"] = self._counters()
+            yield Progress(step=1 + cur.step, total=total, stage="train", metrics=metrics)
         if self.phase == "readout":
             self._read_all()  # the inference weights: one read of the whole matrix
             self.marks["inference"] = self._counters()
@@ -387,7 +376,7 @@ class TrainCluster(ChipProtocol):
     def summary(self) -> dict[str, Any]:
         s = self.settings
         out: dict[str, Any] = {"protocol": self.kind, "data": s.data, "clusters": s.clusters, "inputs": self.inputs,
-                               "levels": self.top + 1, "epochs_done": self.epoch, "phase": self.phase,
+                               "levels": self.top + 1, "epochs_done": self.cursor.epoch, "phase": self.phase,
                                "wall_s": self.wall_s}
         out.update(self._headline())
         if getattr(self, "energy", None):
@@ -396,9 +385,8 @@ class TrainCluster(ChipProtocol):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "phase": self.phase, "epoch": self.epoch, "pos": self.pos, "perm": self.perm.clone(),
-            "levels": self.levels.clone(), "wins": self.wins.clone(), "init_samples": self.init_samples.clone(),
-            "gen_order": generator_state(self.gen_order), "gen_gate": generator_state(self.gen_gate),
+            "phase": self.phase, "cursor": self.cursor.state_dict(), "levels": self.levels.clone(), "wins": self.wins.clone(), "init_samples": self.init_samples.clone(),
+            "gen_gate": generator_state(self.gen_gate),
             "marks": dict(self.marks), "wall_s": self.wall_s,
             "results": {k: v.copy() for k, v in self.results.items()},
             "energy": dict(getattr(self, "energy", {}) or {}),
@@ -406,13 +394,10 @@ class TrainCluster(ChipProtocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.phase = state["phase"]
-        self.epoch = int(state["epoch"])
-        self.pos = int(state["pos"])
-        self.perm = state["perm"].clone()
+        self.cursor.load_state_dict(state["cursor"])
         self.levels = state["levels"].clone()
         self.wins = state["wins"].clone()
         self.init_samples = state["init_samples"].clone()
-        self.gen_order = restore_generator(state["gen_order"])
         self.gen_gate = restore_generator(state["gen_gate"])
         self.marks = dict(state["marks"])
         self.wall_s = float(state["wall_s"])

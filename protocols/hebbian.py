@@ -86,7 +86,7 @@ from labctl.store import DatasetSpec
 from . import datasets
 from .base import ChipProtocol, Settings
 from .readout import (class_response_rates, generator_state, majority_labels, restore_generator, vote_predict)
-from .training import torch_threads
+from .training import EpochCursor, torch_threads
 
 Tensor = torch.Tensor
 
@@ -211,8 +211,6 @@ class TrainHebbian(ChipProtocol):
             raise ValueError(f"{s.neurons} neurons x {self.rows} rows x {self.k} MTJs need {self.synapses} devices, "
                              f"but the chip has {chip.n}")
         self.index = torch.arange(self.synapses).reshape(s.neurons, self.rows, self.k)
-        self.total_samples = s.epochs * len(self.x_train)
-        self.per_epoch = math.ceil(len(self.x_train) / s.batch)
         if max(s.p_start, s.p_end or s.p_start) * s.depression_ratio >= 1.0:
             raise ValueError(f"depression probability depression_ratio x p reaches "
                              f"{max(s.p_start, s.p_end or s.p_start) * s.depression_ratio:.3g}; it must stay below 1")
@@ -221,15 +219,12 @@ class TrainHebbian(ChipProtocol):
             chip.envelope.check_pulse(torch.tensor([pot, dep]), torch.tensor(s.pulse_width), None)
         # --- resumable state
         self.phase = "init"
-        self.epoch = 0
-        self.pos = 0
-        self.perm = torch.arange(len(self.x_train))
+        self.cursor = EpochCursor(len(self.x_train), s.epochs, s.batch, seed)
         self.conductance = torch.zeros(s.neurons, self.rows, self.k, dtype=torch.float64)  # siemens, last read
         self.g_p = self.g_ap = 0.0
         self.theta = torch.zeros(s.neurons, dtype=torch.float64)
         self.wins = torch.zeros(s.neurons, dtype=torch.int64)  # whole training
         self.epoch_wins = torch.zeros(s.neurons, dtype=torch.int64)
-        self.gen_order = torch.Generator().manual_seed(seed)
         self.gen_init = torch.Generator().manual_seed(seed + 1_000_003)
         self.pulses_pot = 0
         self.pulses_dep = 0
@@ -248,7 +243,7 @@ class TrainHebbian(ChipProtocol):
         s = self.settings
         if s.p_end is None:
             return s.p_start
-        frac = min(1.0, done / max(1, self.total_samples - 1))
+        frac = min(1.0, done / max(1, self.cursor.total - 1))
         return s.p_start * (s.p_end / s.p_start) ** frac
 
     def voltages(self, p: float) -> tuple[float, float]:
@@ -352,48 +347,43 @@ class TrainHebbian(ChipProtocol):
     def run(self, ctx: RunContext) -> Iterator[Progress]:
         s = self.settings
         w = ctx.writer
-        total = s.epochs * self.per_epoch + 2
+        total = s.epochs * self.cursor.per_epoch + 2
         t_start = time.perf_counter() - self.wall_s
         if self.phase == "init":
             self.marks["start"] = self._counters()
             with torch_threads(1):
                 self._initialise()
             self.marks["init"] = self._counters()
-            self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
+            self.cursor.shuffle()
             self.phase = "train"
             self.wall_s = time.perf_counter() - t_start
             yield Progress(step=1, total=total, stage="init")
+        cur = self.cursor
         while self.phase == "train":
             with torch_threads(1):
-                if self.pos == 0:
+                if cur.pos == 0:
                     self._read_all()
                     self.epoch_wins.zero_()
-                stop = min(self.pos + s.batch, len(self.x_train))
-                done0 = self.epoch * len(self.x_train) + self.pos
+                epoch, done0, batch = cur.epoch, cur.done, cur.next_batch().tolist()
                 silent = 0
-                for k, i in enumerate(self.perm[self.pos:stop].tolist()):
+                for k, i in enumerate(batch):
                     fired, _ = self._learn(self.x_train[i], self.p_at(done0 + k))
                     silent += not fired
-            self.pos = stop
+            finished = cur.advance(len(batch))
             energy, pulses, reads = self._counters()
             self.wall_s = time.perf_counter() - t_start
             won = int(self.epoch_wins.sum())
-            metrics = {"epoch": self.epoch, "samples": self.epoch * len(self.x_train) + stop,
-                       "p": self.p_at(self.epoch * len(self.x_train) + stop - 1), "silent": silent,
+            metrics = {"epoch": epoch, "samples": done0 + len(batch),
+                       "p": self.p_at(done0 + len(batch) - 1), "silent": silent,
                        "max_win_fraction": float(self.epoch_wins.max()) / won if won else 0.0,
                        "neurons_used": int((self.epoch_wins > 0).sum()), "pulses": pulses, "reads": reads,
                        "energy_j": energy, "wall_s": self.wall_s}
             if w is not None:
                 w.append("train/metrics", np.array([tuple(metrics[k] for k in METRICS_DTYPE.names)], dtype=METRICS_DTYPE))
-            if self.pos >= len(self.x_train):
-                self.epoch += 1
-                self.pos = 0
-                self.perm = torch.randperm(len(self.x_train), generator=self.gen_order)
-                if self.epoch >= s.epochs:
-                    self.phase = "eval"
-                    self.marks["train"] = self._counters()
-            step = 1 + self.epoch * self.per_epoch + (math.ceil(self.pos / s.batch) if self.phase == "train" else 0)
-            yield Progress(step=step, total=total, stage="train", metrics=metrics)
+            if finished:
+                self.phase = "eval"
+                self.marks["train"] = self._counters()
+            yield Progress(step=1 + cur.step, total=total, stage="train", metrics=metrics)
         if self.phase == "eval":
             self._read_all()
             self.marks["inference"] = self._counters()
@@ -519,7 +509,7 @@ class TrainHebbian(ChipProtocol):
         s = self.settings
         out: dict[str, Any] = {"protocol": self.kind, "data": s.data, "neurons": s.neurons, "rows": self.rows,
                                "mtjs_per_synapse": self.k, "p_start": s.p_start, "p_end": s.p_end if s.p_end else s.p_start,
-                               "epochs_done": self.epoch, "phase": self.phase, "wall_s": self.wall_s}
+                               "epochs_done": self.cursor.epoch, "phase": self.phase, "wall_s": self.wall_s}
         out.update(self._headline())
         if getattr(self, "energy", None):
             out.update({f"energy_{k}" if k.endswith("_j") else k: v for k, v in self.energy.items()})
@@ -527,25 +517,21 @@ class TrainHebbian(ChipProtocol):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "phase": self.phase, "epoch": self.epoch, "pos": self.pos, "perm": self.perm.clone(),
-            "conductance": self.conductance.clone(), "g_p": self.g_p, "g_ap": self.g_ap,
+            "phase": self.phase, "cursor": self.cursor.state_dict(), "conductance": self.conductance.clone(), "g_p": self.g_p, "g_ap": self.g_ap,
             "theta": self.theta.clone(), "wins": self.wins.clone(), "epoch_wins": self.epoch_wins.clone(),
-            "gen_order": generator_state(self.gen_order), "gen_init": generator_state(self.gen_init),
+            "gen_init": generator_state(self.gen_init),
             "pulses_pot": self.pulses_pot, "pulses_dep": self.pulses_dep, "marks": dict(self.marks),
             "wall_s": self.wall_s, "results": dict(self.results), "energy": dict(getattr(self, "energy", {}) or {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.phase = state["phase"]
-        self.epoch = int(state["epoch"])
-        self.pos = int(state["pos"])
-        self.perm = state["perm"].clone()
+        self.cursor.load_state_dict(state["cursor"])
         self.conductance = state["conductance"].clone()
         self.g_p, self.g_ap = float(state["g_p"]), float(state["g_ap"])
         self.theta = state["theta"].clone()
         self.wins = state["wins"].clone()
         self.epoch_wins = state["epoch_wins"].clone()
-        self.gen_order = restore_generator(state["gen_order"])
         self.gen_init = restore_generator(state["gen_init"])
         self.pulses_pot, self.pulses_dep = int(state["pulses_pot"]), int(state["pulses_dep"])
         self.marks = dict(state["marks"])
