@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -99,6 +99,9 @@ class SynapseArray(ABC):
     levels: int
     envelope: Envelope
     signal_unit: str
+    # Set by the run engine while a run is on: ``on_event(kind, reason)`` records an event
+    # (e.g. an instrument outage: "suspend", "unsuspend") in the run file. None outside a run.
+    on_event: Callable[[str, str], None] | None = None
 
     # ------------------------------------------------------------------ public interface
     def reset(self, idx: IndexLike = None) -> None:
