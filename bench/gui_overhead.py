@@ -1,6 +1,6 @@
 """GUI overhead: the same training run headless and with the GUI attached, alternating, in one process.
 
-    QT_QPA_PLATFORM=offscreen /work/venv/bin/python bench/gui_overhead.py [--repeats 3] [--protocol train-meanvar]
+    QT_QPA_PLATFORM=offscreen python bench/gui_overhead.py [--repeats 3] [--protocol train-meanvar]
 
 Headless: ``labctl run``'s path (``prepare`` + ``create_run_file`` + ``execute``, no progress bar).
 GUI: the main window (offscreen), the protocol started from it: the engine in the worker thread,

@@ -1,6 +1,6 @@
 """Regenerate the GUI screenshots in docs/: a real run on the simulated bench, then each main view grabbed.
 
-    QT_QPA_PLATFORM=offscreen /work/venv/bin/python bench/gui_screenshots.py [--protocol train-meanvar]
+    QT_QPA_PLATFORM=offscreen python bench/gui_screenshots.py [--protocol train-meanvar]
 
 Runs the protocol (default: the embedded train-meanvar on sim-dw-640, ~10 s) from the GUI, waits
 for the end, and saves docs/gui-<view>.png for the window, the station and protocol panels and

@@ -9,7 +9,7 @@ network of the same shape is trained with the same optimiser and early stopping.
 mean +- std over training seeds; energies in joules, per run (programming) or per test
 inference (one read of every synapse).
 
-    /work/venv/bin/python bench/results_kstate.py [--seeds 3]
+    python bench/results_kstate.py [--seeds 3]
 """
 
 from __future__ import annotations

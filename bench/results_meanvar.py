@@ -15,7 +15,7 @@ device curves) and an unconstrained float single layer of the same shape. Test a
 mean over 16 stochastic passes with N measurements each, then mean +- std over training seeds.
 ``mid p`` is the fraction of synapses with 0.1 < p < 0.9 after training (in-situ runs).
 
-    /work/venv/bin/python bench/results_meanvar.py [--seeds 3] [--markdown]
+    python bench/results_meanvar.py [--seeds 3] [--markdown]
 """
 
 from __future__ import annotations

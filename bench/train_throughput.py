@@ -12,7 +12,7 @@ configuration's own peak) and the peak of Python-heap allocations during it (``t
 Targets: N = 64 costs at most 2x N = 1 (the physics draws the switched count of N trials as one
 binomial sample per synapse and sample), and N = 1 at most 8x the float baseline.
 
-    /work/venv/bin/python bench/train_throughput.py [--epochs 12] [--threads 1]
+    python bench/train_throughput.py [--epochs 12] [--threads 1]
 """
 
 from __future__ import annotations
