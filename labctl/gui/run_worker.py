@@ -26,7 +26,9 @@ class RunWorker(QObject):
     """Runs ``protocol`` on ``chip`` into ``writer`` in its own QThread (see module docstring)."""
 
     engine_event = pyqtSignal(dict)  # {"kind", "reason", "status", "step"} (engine "event" documents)
-    finished = pyqtSignal(dict)   # {"status", "reason", "summary", "steps", "duration_s", "error"}
+    # {"status", "reason", "summary", "steps", "duration_s", "error", "safe"}; safe: the engine
+    # confirmed the chip's safe state at the end (False: the chip may still be energised)
+    finished = pyqtSignal(dict)
 
     def __init__(self, protocol, chip, writer, *, checkpoint_every_s: float | None = 60.0,
                  snapshot_every_s: float = 0.2):
@@ -64,7 +66,9 @@ class RunWorker(QObject):
 
     @property
     def state(self) -> str:
-        return self.engine.state
+        """The engine's run state as text: idle, running, pausing, paused, suspended, stopping,
+        aborting or done (labctl.engine.RunState)."""
+        return self.engine.state.value
 
     def take(self) -> tuple[list[dict], dict | None]:
         """Progress documents since the last call, and the latest chip snapshot (or None)."""
@@ -102,12 +106,13 @@ class RunWorker(QObject):
     @pyqtSlot()
     def _run(self) -> None:
         t0 = time.perf_counter()
-        result: dict[str, Any] = {"status": "failed", "reason": "", "summary": {}, "steps": -1, "error": ""}
+        result: dict[str, Any] = {"status": "failed", "reason": "", "summary": {}, "steps": -1, "error": "",
+                                  "safe": False}
         try:
             outcome = self.engine.run(self.protocol)
             self.outcome = outcome
             result.update(status=outcome.status, reason=outcome.reason, summary=outcome.summary,
-                          steps=outcome.steps,
+                          steps=outcome.steps, safe=outcome.safe,
                           error="" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}")
         except BaseException as exc:  # the engine records errors itself; this is a last resort
             result.update(reason=f"error: {type(exc).__name__}: {exc}", error=str(exc))
@@ -116,6 +121,7 @@ class RunWorker(QObject):
                 self.chip.close()  # safe state and release, as `labctl run` does
             except Exception as exc:  # reported, never raised into Qt
                 result["error"] = (result["error"] + f"; close failed: {exc}").strip("; ")
+                result["safe"] = False
             with self._lock:
                 self._chip_snapshot = self._snapshot(result["steps"]) if self.want_chip else None
             result["duration_s"] = time.perf_counter() - t0
