@@ -5,7 +5,7 @@ from __future__ import annotations
 from simulated_bench.physics import FAMILIES
 
 from .chip import Envelope, SynapseArray
-from .config import StationConfig
+from .config import ConfigError, StationConfig
 from .simulated_array import SimulatedArray
 
 AMPLITUDE_UNITS = {"dw_nanowire": "T", "dw_mtj": "A", "stt_mtj": "V"}
@@ -21,6 +21,26 @@ def envelope_of(station: StationConfig) -> Envelope:
         read_bias_max=e.read_bias_max,
         amplitude_unit=AMPLITUDE_UNITS[station.chip.family],
     )
+
+
+def check_settings_against_envelope(protocol_cls, settings, source: str, station: StationConfig) -> None:
+    """Refuse a protocol's validated settings that would send a pulse outside the station's envelope.
+
+    Called before the run file is created and before the chip is opened (nothing is driven).
+    ``protocol_cls`` is the protocol class (``protocols.REGISTRY[kind]``): its declared pulse
+    settings and derived pulses are checked by ``protocol_cls.envelope_problems``. Also refuses a
+    protocol that cannot run on the station's chip family. Raises one ConfigError naming the file,
+    every offending key, its value and the limit, e.g. ``p.toml: key 'settings.amplitude_stop':
+    0.05 T is above the station's envelope.amplitude_max 0.012 T (station sim-dw)``.
+    """
+    family = station.chip.family
+    if family not in protocol_cls.families:
+        raise ConfigError(f"{source}: key 'protocol.kind': {protocol_cls.kind} runs on "
+                          f"{', '.join(protocol_cls.families)} chips, but station {station.station.name} has a "
+                          f"{family} chip")
+    problems = protocol_cls.envelope_problems(settings, envelope_of(station))
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(str(p) for p in problems) + f" (station {station.station.name})")
 
 
 def open_chip(station: StationConfig, seed: int | None = None) -> SynapseArray:

@@ -71,6 +71,9 @@ class Calibration(ChipProtocol):
     kind = "calibrate"
     settings_model = CalibrationSettings
     families = ("dw_nanowire", "stt_mtj", "dw_mtj")
+    # the grid is amplitudes, or a linspace from start to stop (its ends are its extremes)
+    envelope_fields = {"amplitudes": "amplitude", "amplitude_start": "amplitude", "amplitude_stop": "amplitude",
+                       "widths": "width"}
 
     def __init__(self, name: str, settings: CalibrationSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)

@@ -133,6 +133,7 @@ class TrainCluster(ChipProtocol):
     kind = "train-cluster"
     settings_model = ClusterSettings
     families = ("dw_mtj",)
+    envelope_fields = {"pulse_current": "magnitude", "pulse_width": "width"}  # pulses of +-pulse_current
 
     def __init__(self, name: str, settings: ClusterSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)

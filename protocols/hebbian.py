@@ -137,6 +137,14 @@ class HebbianSettings(Settings):
     baseline: bool = True
 
 
+def learning_voltages(s: HebbianSettings, p: float) -> tuple[float, float]:
+    """(potentiation, depression) pulse voltages, volts, for switching probability ``p``: -V(AP->P) for
+    probability p and +V(P->AP) for probability ``depression_ratio * p``."""
+    v_pot = float(thermal_switching_voltage(p, s.pulse_width, s.delta_ap2p, s.vc0_ap2p, s.tau0))
+    v_dep = float(thermal_switching_voltage(p * s.depression_ratio, s.pulse_width, s.delta_p2ap, s.vc0_p2ap, s.tau0))
+    return -v_pot, v_dep
+
+
 def lif_first_spike(current: Tensor, threshold: Tensor, leak: float, steps: int) -> tuple[Tensor, Tensor]:
     """Winner of a WTA layer of discrete-time LIF neurons driven by constant currents.
 
@@ -194,6 +202,19 @@ class TrainHebbian(ChipProtocol):
     kind = "train-hebbian"
     settings_model = HebbianSettings
     families = ("stt_mtj",)
+    envelope_fields = {"pulse_width": "width"}
+
+    @classmethod
+    def derived_pulses(cls, settings: HebbianSettings) -> list:
+        """The learning pulses at the start and end of the schedule (volts)."""
+        out = []
+        for key, p in (("p_start", settings.p_start), ("p_end", settings.p_end)):
+            if p is None or p * settings.depression_ratio >= 1.0:  # the latter is refused when the protocol is built
+                continue
+            pot, dep = learning_voltages(settings, p)
+            out += [(key, "amplitude", pot, "the potentiation pulse it gives"),
+                    (key, "amplitude", dep, "the depression pulse it gives")]
+        return out
 
     def __init__(self, name: str, settings: HebbianSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)
@@ -249,11 +270,7 @@ class TrainHebbian(ChipProtocol):
     def voltages(self, p: float) -> tuple[float, float]:
         """(potentiation, depression) pulse voltages, volts: -V(AP->P) for probability p and +V(P->AP) for
         probability ``depression_ratio * p``."""
-        s = self.settings
-        v_pot = float(thermal_switching_voltage(p, s.pulse_width, s.delta_ap2p, s.vc0_ap2p, s.tau0))
-        v_dep = float(thermal_switching_voltage(p * s.depression_ratio, s.pulse_width, s.delta_p2ap, s.vc0_p2ap,
-                                                s.tau0))
-        return -v_pot, v_dep
+        return learning_voltages(self.settings, p)
 
     # ------------------------------------------------------------------ chip access
     def _read(self, idx: Tensor) -> tuple[Tensor, Tensor]:

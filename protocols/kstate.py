@@ -133,6 +133,7 @@ class KStateTraining(ChipProtocol):
     kind = "train-kstate"
     settings_model = KStateSettings
     families = ("dw_mtj",)
+    envelope_fields = {"width": "width"}  # programming currents are clamped into the envelope
 
     def __init__(self, name: str, settings: KStateSettings, chip: SynapseArray, seed: int = 0):
         super().__init__(name, settings, chip, seed)

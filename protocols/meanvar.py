@@ -172,6 +172,15 @@ class MeanVarTraining(ChipProtocol):
     kind = "train-meanvar"
     settings_model = MeanVarSettings
     families = ("dw_nanowire",)
+    envelope_fields = {"width": "width"}  # trained amplitudes are clamped into the envelope
+
+    @classmethod
+    def derived_pulses(cls, settings: MeanVarSettings) -> list:
+        """The calibration sweep's ends, when it runs (tesla)."""
+        if not settings.calibrate:
+            return []
+        return [("calibration_start", "amplitude", settings.calibration_start, ""),
+                ("calibration_stop", "amplitude", settings.calibration_stop, "")]
 
     def __init__(self, name: str, settings: MeanVarSettings, chip: SynapseArray, seed: int = 0):
         super().__init__(name, settings, chip, seed)
