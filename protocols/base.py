@@ -64,9 +64,11 @@ def check_value(key: str, value: float, quantity: PulseQuantity, envelope: Envel
         names = ("envelope.width_min", "envelope.width_max")
     else:
         lo, hi, unit = -envelope.read_bias_max, envelope.read_bias_max, "V"
-        names = ("-envelope.read_bias_max", "envelope.read_bias_max")
+        names = ("envelope.read_bias_max", "envelope.read_bias_max")
     if not math.isfinite(value):
         return [EnvelopeProblem(key, value, "not a finite number", unit, what)]
+    if quantity == "read_bias" and abs(value) > hi:
+        return [EnvelopeProblem(key, value, f"|bias| above {names[1]} {hi:.6g} {unit}", unit, what)]
     if value > hi:
         return [EnvelopeProblem(key, value, f"above {names[1]} {hi:.6g} {unit}", unit, what)]
     if value < lo:

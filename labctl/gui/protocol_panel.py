@@ -6,6 +6,9 @@ as JSON so that numbers, lists, ``true``/``false`` and ``null`` work; empty mean
 Every edit validates the whole settings table with the model; each error is shown beside its
 field in the words of ``labctl``'s configuration errors (e.g. "expected a number at least 1 (got
 0)"), errors of the table as a whole below the form, and Start stays disabled while any remain.
+Once the window tells the panel its station (``set_station``), valid settings are also checked
+against the station's envelope (``ChipProtocol.envelope_problems``, as ``labctl run`` does before
+anything opens): a pulse setting outside it is marked on its field and Start stays disabled.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                              QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
-from labctl.config import ConfigError, ProtocolFile, _describe, embedded_names, load_protocol_file
+from labctl.config import ConfigError, ProtocolFile, StationConfig, _describe, embedded_names, load_protocol_file
+from labctl.station import envelope_of
 
 ERROR_STYLE = "color: #c00000;"
 HINT_STYLE = "color: #707070;"
@@ -155,6 +159,8 @@ class ProtocolPanel(QGroupBox):
         self.pfile: ProtocolFile | None = None
         self.source = ""
         self.model: type[BaseModel] | None = None
+        self.protocol_cls = None
+        self.station: StationConfig | None = None
         self.editors: dict[str, FieldEditor] = {}
         self.errors: dict[str, str] = {}
         self.running = False
@@ -254,7 +260,7 @@ class ProtocolPanel(QGroupBox):
             self.choice.insertItem(self.choice.count() - 1, ref)
             self.choice.setCurrentText(ref)
             self.choice.blockSignals(False)
-        self.pfile, self.source, self.model = pfile, source, cls.settings_model
+        self.pfile, self.source, self.model, self.protocol_cls = pfile, source, cls.settings_model, cls
         self.description.setText(f"[{pfile.protocol.kind}] {pfile.protocol.description}")
         self.seed.setText(str(pfile.protocol.seed))
         self._build_form(pfile.settings)
@@ -285,6 +291,29 @@ class ProtocolPanel(QGroupBox):
         self.validate()
 
     # ------------------------------------------------------------------ validation
+    def set_station(self, station: StationConfig | None) -> None:
+        """The station the protocol will run on: its envelope is checked on every edit (None: no check)."""
+        self.station = station
+        self.validate()
+
+    def _envelope_errors(self, settings) -> list[str]:
+        """Mark the fields whose pulses leave the station's envelope; return the general lines."""
+        station, cls = self.station, self.protocol_cls
+        if station is None or cls is None:
+            return []
+        if station.chip.family not in cls.families:
+            return [f"{cls.kind} runs on {', '.join(cls.families)} chips, but station {station.station.name} has a "
+                    f"{station.chip.family} chip"]
+        general = []
+        for problem in cls.envelope_problems(settings, envelope_of(station)):
+            field = problem.key.removeprefix("settings.")
+            text = str(problem).split(": ", 1)[1] + f" (station {station.station.name})"
+            if field in self.editors:
+                self.errors.setdefault(field, text)
+            else:
+                general.append(str(problem))
+        return general
+
     def settings_values(self) -> dict[str, Any]:
         return {name: ed.value() for name, ed in self.editors.items()}
 
@@ -298,7 +327,7 @@ class ProtocolPanel(QGroupBox):
             general.append(f"{self.source}: key 'settings.{self.unknown[0]}': unknown key (not a setting of this "
                            f"protocol; it is ignored here)")
         try:
-            self.model.model_validate(self.settings_values())
+            settings = self.model.model_validate(self.settings_values())
         except ValidationError as exc:
             for err in exc.errors():
                 text = _describe(err, self.model, "").replace("expected input should be ", "expected ")
@@ -307,11 +336,14 @@ class ProtocolPanel(QGroupBox):
                     self.errors.setdefault(field, text.split(": ", 1)[1] if text.startswith("key '") else text)
                 else:
                     general.append(text.split(": ", 1)[1] if text.startswith("key '(top level)'") else text)
+        else:
+            general += self._envelope_errors(settings)
         for name, ed in self.editors.items():
             ed.show_error(self.errors.get(name))
-        seed_ok = self.seed.text().strip().isdigit()
+        text = self.seed.text().strip()
+        seed_ok = text.isascii() and text.isdigit() and int(text) < 2**63
         self.seed_error.setText("integer \u2265 0" if seed_ok else
-                                f"expected an integer at least 0 (got {self.seed.text()!r})")
+                                f"expected an integer at least 0 and below 2**63 (got {text[:30]!r})")
         self.seed_error.setStyleSheet(HINT_STYLE if seed_ok else ERROR_STYLE)
         if not seed_ok:
             self.errors["seed"] = self.seed_error.text()
