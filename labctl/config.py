@@ -420,16 +420,17 @@ def read_toml(name_or_path: str | Path, kind: Literal["stations", "protocols"]) 
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}; "
                               f"{expected})") from None
-    if not text.strip():
-        raise ConfigError(f"{source}: the file is empty ({expected})")
     try:
-        return tomllib.loads(text), source
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{source}: not valid TOML here (arrays or tables nested too deeply)") from None
     except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
         raise ConfigError(f"{source}: not valid TOML here ({str(exc).split(';')[0]})") from None
+    if not data:
+        raise ConfigError(f"{source}: the file is empty (no keys; {expected})")
+    return data, source
 
 
 _TAGS = {"dw_nanowire", "stt_mtj", "dw_mtj"}
