@@ -275,10 +275,24 @@ class RunEngine:
             self._event(kind, reason, step=self.step)
             if kind == "suspend" and self._state is RunState.RUNNING:
                 self._transition(RunState.SUSPENDED, reason)
+                cancel = getattr(self.chip, "cancel_suspension", None)  # InstrumentArray has it
+                if cancel is not None:
+                    threading.Thread(target=self._abort_cancels_suspension, args=(cancel,), daemon=True,
+                                     name="labctl-suspension-watch").start()
             elif kind == "unsuspend" and self._state is RunState.SUSPENDED:
                 self._transition(RunState.RUNNING, reason)
         except Exception:  # the instrument layer must get on with its recovery; the failure is logged
             log.exception("could not record chip event %r (%s)", kind, reason)
+
+    def _abort_cancels_suspension(self, cancel: Callable[[], None]) -> None:
+        """While SUSPENDED, the plan's thread waits inside the instrument layer for an outage to
+        end: an abort must not wait with it. This watcher (its own thread, so that no signal
+        handler ever takes the chip's locks) cancels the wait once an abort is pending, and keeps
+        cancelling every 0.05 s while the state is SUSPENDED, so that no cancel is lost."""
+        while self._state is RunState.SUSPENDED:
+            if self._abort is not None:
+                cancel()
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ the run
     def run(self, plan: Plan) -> RunOutcome:
@@ -323,6 +337,11 @@ class RunEngine:
                 self._transition(RunState.ABORTING, reason)
         except Exception as exc:  # the run fails: recorded in the run file and returned to the caller
             status, reason, error = "failed", f"error: {type(exc).__name__}: {exc}", exc
+            if self._abort is not None and RunState.ABORTING in TRANSITIONS[self._state]:
+                # an abort cancelled a wait (an outage) and the plan ended with that error
+                reason = f"aborted: {self._abort} ({_describe(exc)})"
+                self._transition(RunState.ABORTING, self._abort)
+                self._event("abort", self._abort, step=self.step)
             log.error("run failed at step %d: %s", self.step, reason)
         return self._finish(plan, status, reason, error)
 

@@ -318,3 +318,40 @@ def test_chip_events_are_recorded_and_the_hook_reset(inner, path, fail_at):
     assert outage == [("suspend", "dmm: no answer, waiting", 2), ("unsuspend", "dmm: back", 2)]
     assert [(d["kind"], d["step"]) for d in emitted] == [("suspend", 2), ("unsuspend", 2)]
     assert ("running", "suspended") in changes and ("suspended", "running") in changes
+
+
+class StuckChip(WatchedChip):
+    """An outage that lasts until ``cancel_suspension`` (as InstrumentArray's suspender): during
+    the third pulse it reports ``suspend`` and waits, then gives up with an error."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.pulses, self.give_up, self.cancels = 0, threading.Event(), 0
+
+    def cancel_suspension(self):
+        self.cancels += 1
+        self.give_up.set()
+
+    def _pulse(self, idx, amplitude, width):
+        self.pulses += 1
+        if self.pulses == 3:
+            self.on_event("suspend", "dmm: no answer, waiting")
+            if not self.give_up.wait(20):
+                raise AssertionError("the abort did not cancel the suspension")
+            raise ConnectionError("dmm: still not answering (suspension cancelled)")
+        super()._pulse(idx, amplitude, width)
+
+
+def test_abort_while_suspended_cancels_the_wait(inner, path):
+    chip = StuckChip(inner)
+    engine = RunEngine(chip, writer_at(path), checkpoint_every_s=None)
+
+    def operator():
+        assert engine.wait_for(S.SUSPENDED, S.DONE, timeout=10) is S.SUSPENDED
+        engine.request_abort("red button")
+
+    threading.Thread(target=operator, daemon=True).start()
+    outcome = engine.run(Pulser(10))
+    assert outcome.status == "failed" and chip.cancels >= 1 and isinstance(outcome.error, ConnectionError)
+    assert outcome.reason.startswith("aborted: red button (ConnectionError: dmm: still not answering")
+    assert kinds(path) == (["start", "suspend", "abort", "stop"], "failed") and chip.on_event is None
