@@ -5,7 +5,7 @@ adapters (``roles.py``); one module per supported model; :func:`registry.open_ro
 station's instrument. This package never imports ``simulated_bench``: the two meet over VISA.
 """
 
-from .errors import InstrumentError, ReplyError, TransientError
+from .errors import InstrumentError, ReplyError, TransientError, UnreachableError
 from .link import Link, TransactionCounter
 from .roles import FieldSupply, KerrReadout, Positioner, PulseSource, Role, SourceMeter, Switch
 from .waveform import Waveform, compose, samples_per_trial
@@ -13,5 +13,5 @@ from .waveform import Waveform, compose, samples_per_trial
 __all__ = [
     "FieldSupply", "InstrumentError", "KerrReadout", "Link", "Positioner", "PulseSource", "ReplyError",
     "Role", "SourceMeter", "Switch", "TransactionCounter", "TransientError", "Waveform", "compose",
-    "samples_per_trial",
+    "UnreachableError", "samples_per_trial",
 ]

@@ -30,6 +30,11 @@ class TwoChannelArbSource(PulseSource):
         super().__init__(link)
         self.max_points = max_points
 
+    @property
+    def min_step_volts(self) -> float:
+        """One DAC code at the smallest amplitude, volts: a peak below half of it plays as 0 V."""
+        return self.min_vpp / 2.0 / self.dac_max
+
     def idle_waveform(self) -> Waveform:
         """The shortest all-zero waveform: what the channels hold after configuration."""
         return Waveform(np.zeros(self.min_points), np.zeros(self.min_points, bool), 1e-6)

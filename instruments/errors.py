@@ -13,6 +13,21 @@ class InstrumentError(RuntimeError):
     """An instrument failed for good (after retries) or reported errors; the message says which."""
 
 
+class UnreachableError(InstrumentError):
+    """An instrument stopped answering: its retries were exhausted on communication failures
+    (connection refused or reset, VISA timeouts, garbled replies). The station may get it back
+    (a power cycle, a cable); :class:`~labctl.instrument_array.InstrumentArray` waits for it
+    (suspends) before giving up. ``role``, ``model``, ``resource``: which instrument; ``cause``:
+    one line describing the last failure."""
+
+    def __init__(self, message: str, *, role: str = "", model: str = "", resource: str = "", cause: str = ""):
+        super().__init__(message)
+        self.role = role
+        self.model = model
+        self.resource = resource
+        self.cause = cause
+
+
 class TransientError(Exception):
     """One failed exchange (timeout, lost connection, garbled reply) that a retry may cure.
 
@@ -34,8 +49,13 @@ class ReplyError(ValueError):
 def describe(exc: BaseException | str | None) -> str:
     """One line for an exception: VISA errors by their VISA name, others by type and message."""
     if isinstance(exc, str) or exc is None:
-        return str(exc)
+        return one_line(str(exc))
     abbreviation = getattr(exc, "abbreviation", None)
     if abbreviation is not None:  # pyvisa.errors.VisaIOError
-        return f"VISA error {abbreviation}: {getattr(exc, 'description', '')}"
-    return f"{type(exc).__name__}: {exc}"
+        return one_line(f"VISA error {abbreviation}: {getattr(exc, 'description', '')}")
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (pyvisa's messages have some) folded into spaces."""
+    return " ".join(text.split())

@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 from pymeasure.adapters import VISAAdapter
 from pyvisa.errors import VisaIOError
 
-from .errors import InstrumentError, ReplyError, TransientError, describe
+from .errors import InstrumentError, ReplyError, TransientError, UnreachableError, describe
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,6 +115,11 @@ class Link:
     def where(self) -> str:
         return f"{self.role} ({self.model} at {self.resource})"
 
+    @property
+    def named(self) -> str:
+        """``role 'pulse_source' (Agilent33500) at 'RESOURCE'``: how open errors name the link."""
+        return f"role {self.role!r} ({self.model}) at {self.resource!r}"
+
     # ------------------------------------------------------------------ connection
     def _adapter(self) -> CountingVISAAdapter:
         adapter = CountingVISAAdapter(
@@ -144,8 +149,17 @@ class Link:
 
         try:
             self._retrying(build)
-        except InstrumentError as exc:
-            raise InstrumentError(f"cannot open {exc}") from exc.__cause__
+        except UnreachableError as exc:
+            raise UnreachableError(f"{self.named}: cannot open: no answer after {self.retries + 1} attempt(s); "
+                                   f"last: {exc.cause}; expected the instrument on and reachable at that resource",
+                                   role=self.role, model=self.model, resource=self.resource, cause=exc.cause,
+                                   ) from exc.__cause__
+        except Exception as exc:  # a resource string or VISA backend pyvisa cannot use: not retried
+            raise InstrumentError(
+                f"{self.named}: cannot open: {describe(exc)}; expected a VISA resource string that the "
+                f"{'pyvisa-py (@py)' if self.visa_library == '@py' else repr(self.visa_library or 'default')} "
+                "VISA library can open (e.g. TCPIP0::host::port::SOCKET), with its interface's support installed"
+            ) from exc
 
     def reconnect(self) -> None:
         """Close the connection and open a new one; the driver object (and its state) is kept."""
@@ -212,8 +226,9 @@ class Link:
             except TRANSIENT as exc:  # while opening
                 last = exc
                 log.warning("%s: attempt %d failed: %s", self.where, attempt + 1, describe(exc))
-        raise InstrumentError(
-            f"{self.where}: failed {self.retries + 1} time(s); last: {describe(last)}"
+        raise UnreachableError(
+            f"{self.where}: failed {self.retries + 1} time(s); last: {describe(last)}",
+            role=self.role, model=self.model, resource=self.resource, cause=describe(last),
         ) from last
 
 

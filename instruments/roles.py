@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InstrumentError
+from .errors import InstrumentError, describe
 from .link import Link
 from .waveform import Waveform
 
@@ -40,8 +40,17 @@ class Role(ABC):
         return self.link.driver
 
     def configure(self) -> None:
-        """Set the instrument up for labctl, then check its error queue."""
-        self.link.call(self._configure)
+        """Set the instrument up for labctl, then check its error queue.
+
+        A setting the driver refuses (a PyMeasure validator's ValueError) is an InstrumentError
+        naming the role's station table."""
+        try:
+            self.link.call(self._configure)
+        except InstrumentError:
+            raise
+        except ValueError as exc:
+            raise InstrumentError(f"{self.link.where}: cannot configure: {describe(exc)}; check the settings "
+                                  f"in [instruments.{self.link.role}]") from exc
         self.raise_errors("after configuring")
 
     def safe_state(self) -> None:
@@ -111,6 +120,11 @@ class PulseSource(Role):
     max_volts: float = 5.0
     #: Shortest sample period, seconds.
     min_dt: float = 4e-9
+
+    @property
+    def min_step_volts(self) -> float:
+        """Smallest non-zero output step, volts (0: not known for this model)."""
+        return 0.0
 
     def check(self, wave: Waveform) -> None:
         """Refuse a waveform the instrument cannot play, before anything is sent."""

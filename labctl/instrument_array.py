@@ -21,18 +21,31 @@ the reason (exception, Ctrl-C), and after any failed operation.
 
 Counters: pulses, resets, reads and trials as sent; ``transactions`` = VISA writes and queries
 through every link; ``energy_j`` an estimate from the station's nominal device values.
+:meth:`state_dict` checkpoints them (and, when this array serves the simulated bench itself, that
+simulated chip's state), so that a resumed run continues the totals.
+
+Suspenders: when an instrument stops answering (:class:`~instruments.errors.UnreachableError`:
+retries exhausted on refused or reset connections, timeouts, garbled replies), the array puts
+the station in its safe state as far as it is reachable, records a ``suspend`` event
+(:attr:`~labctl.chip.SynapseArray.on_event`), and tries to reconnect with exponential back-off
+for up to ``suspend_timeout_s`` seconds. When every instrument answers again with the ``*IDN?``
+it gave at open, it configures them again, records ``unsuspend`` with the outage's duration and
+plays the interrupted batch again from its start (batches already done in the same operation are
+kept). Past the timeout the UnreachableError is raised as before.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from instruments import InstrumentError, samples_per_trial
+from instruments import InstrumentError, UnreachableError, samples_per_trial
 from instruments.waveform import compose
 
 from .chip import Counters, Envelope, EnvelopeError, ReadResult, SynapseArray
@@ -54,6 +67,11 @@ class InstrumentArray(SynapseArray):
     ``read_samples``: samples of each read window; ``read_dt``: sample period (s) of read-only
     waveforms; ``pulse_energy`` / ``read_energy_j``: the energy estimate; ``on_close``: called
     after the safe state when the array closes (e.g. stop the simulated bench it started).
+
+    ``suspend_timeout_s``: how long (seconds) to wait for an instrument that stopped answering
+    before giving up (0: give up at once); ``backoff_s``: first and longest pause between
+    reconnection attempts (seconds, doubling); ``safe_state_retry_s``: pauses (seconds) before
+    trying again the roles that did not confirm their safe state.
     """
 
     bench = None
@@ -75,6 +93,9 @@ class InstrumentArray(SynapseArray):
         read_energy_j: float = 0.0,
         on_close: Callable[[], None] | None = None,
         configure: bool = True,
+        suspend_timeout_s: float = 600.0,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        safe_state_retry_s: tuple[float, ...] = (0.5,),
     ):
         self.rig = rig
         self.envelope = envelope
@@ -94,10 +115,20 @@ class InstrumentArray(SynapseArray):
         self.ready = False  # configured and energised; False after safe_state
         self.fault: Exception | None = None  # the instrument failure that ended the last operation
         self._counts = Counters()
+        self._transactions_before = 0  # transactions of the run's earlier sessions (from a checkpoint)
+        self.suspend_timeout_s = float(suspend_timeout_s)
+        self.backoff_s = backoff_s
+        self.safe_state_retry_s = safe_state_retry_s
+        self.identities: dict[str, str] = {}  # role -> *IDN? at open, checked after an outage
+        self._give_up = threading.Event()  # set by cancel_suspension()
         try:
-            envelope.check_pulse(torch.tensor(self.reset_amplitude), torch.tensor(self.reset_width), None)
+            try:
+                envelope.check_pulse(torch.tensor(self.reset_amplitude), torch.tensor(self.reset_width), None)
+            except EnvelopeError as exc:
+                raise InstrumentError(f"[instruments] reset_amplitude / reset_width: the reset {exc}") from None
             self._check_volts()
             if configure:
+                self.identities = self._identify_at_open()
                 self._prepare()
         except BaseException:
             self._abandon()
@@ -111,6 +142,17 @@ class InstrumentArray(SynapseArray):
         if self.on_close is not None:
             self.on_close()
 
+    def _identify_at_open(self) -> dict[str, str]:
+        """Every role's ``*IDN?``: the first exchange, so a silent instrument fails the open here."""
+        try:
+            return self.rig.identities()
+        except UnreachableError as exc:
+            raise UnreachableError(
+                f"role {exc.role!r} ({exc.model}) at {exc.resource!r}: cannot open: no answer to *IDN?; "
+                f"last: {exc.cause}; expected the instrument on and reachable at that resource",
+                role=exc.role, model=exc.model, resource=exc.resource, cause=exc.cause,
+            ) from exc
+
     def _prepare(self) -> None:
         """Configure every instrument (outputs on, bias up): at start and after a safe state."""
         self.rig.configure()
@@ -118,48 +160,110 @@ class InstrumentArray(SynapseArray):
         self.ready = True
 
     def _check_volts(self) -> None:
-        scale = self.rig.volts_per_unit
+        """The envelope within the pulse source's range, the reset pulse above its resolution.
+
+        Raises InstrumentError naming the station keys (a calibration constant that is zero,
+        infinite or absurd would otherwise send nothing, or far too much)."""
+        scale = self.rig.volts_per_unit  # InstrumentError if not finite and positive
+        source = self.rig.pulse_source
         worst = max(abs(self.envelope.amplitude_min), abs(self.envelope.amplitude_max), abs(self.reset_amplitude))
-        limit = self.rig.pulse_source.max_volts
-        if worst * scale > limit:
-            raise EnvelopeError(
+        limit = source.max_volts
+        if not worst * scale <= limit:
+            raise InstrumentError(
                 f"the envelope needs {worst * scale:.4g} V from the pulse source, beyond its +-{limit} V: "
-                "check the station's gain constants or narrow the envelope"
+                f"check {self.rig.scale_keys} or narrow [envelope] amplitude_min/amplitude_max and "
+                "[instruments] reset_amplitude"
+            )
+        reset = abs(self.reset_amplitude) * scale
+        if reset < source.min_step_volts:
+            raise InstrumentError(
+                f"[instruments] reset_amplitude {self.reset_amplitude:.6g} {self.envelope.amplitude_unit} is "
+                f"{reset:.3g} V at the pulse source, below its smallest step ({source.min_step_volts:.3g} V): "
+                f"check {self.rig.scale_keys}"
             )
 
     # ------------------------------------------------------------------ SynapseArray
     @property
     def counters(self) -> Counters:
         c = Counters(**self._counts.as_dict())
-        c.transactions = self.rig.counter.value
+        c.transactions = self._transactions_before + self.rig.counter.value
         return c
+
+    def state_dict(self) -> dict:
+        """For checkpoints: the counters (incl. transactions and energy, joules) and, if this array
+        serves the simulated bench itself, that simulated chip's state (levels, random streams).
+
+        A real chip keeps its physical state, so only the bookkeeping is saved for it (and for a
+        bench served elsewhere). Plain tensors, ints, floats and dicts: it loads with
+        ``torch.load(weights_only=True)``.
+        """
+        state: dict = {"counters": self.counters.as_dict()}
+        if self.bench is not None:
+            state["bench"] = self.bench.chip_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the counters (and a simulated bench's chip) of a checkpoint.
+
+        Transactions continue from the saved total (this session's own, from opening the
+        instruments on, are added to it). ValueError if the checkpoint does not fit this chip.
+        """
+        try:
+            saved = Counters(**state["counters"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"the checkpoint's instrument counters cannot be read ({exc})") from None
+        transactions = int(saved.transactions)
+        saved.transactions = 0
+        self._counts = saved
+        self._transactions_before = transactions - self.rig.counter.value
+        if "bench" in state:
+            if self.bench is not None:
+                self.bench.load_chip_state(state["bench"])
+            else:
+                log.info("checkpoint holds a simulated chip's state; this station's chip is not simulated here: ignored")
 
     def safe_state(self) -> None:
         """Outputs off, biases ramped to zero, matrix open; the next operation sets up again.
 
-        Raises InstrumentError if a role could not confirm its safe state, unless an instrument
-        failure is already being reported (then the failures are logged, so that the first
-        error stays the one the user sees).
+        A role that does not confirm its safe state is tried again after each pause of
+        ``safe_state_retry_s``; then InstrumentError lists every role that did not confirm, with
+        its error (and the instrument failure that ended the last operation, if any).
         """
         self.ready = False
         failures = self.rig.safe_state()
+        for pause in self.safe_state_retry_s:
+            if not failures:
+                break
+            time.sleep(pause)
+            failures = self.rig.safe_state(list(failures))
         if failures:
-            message = "safe state not confirmed for " + "; ".join(failures)
-            if self.fault is None:
-                raise InstrumentError(message)
-            log.error("%s (after: %s)", message, self.fault)
+            message = "safe state not confirmed for " + "; ".join(f"{role}: {err}" for role, err in failures.items())
+            if self.fault is not None:
+                message += f" (after: {self.fault})"
+            raise InstrumentError(message)
 
     def close(self) -> None:
-        """Safe state, then release the instruments (and stop a simulated bench this array started)."""
+        """Safe state, then release the instruments (and stop a simulated bench this array started).
+
+        Every link is closed and the bench stopped even if the safe state was not confirmed; that
+        InstrumentError is raised afterwards.
+        """
         if self.closed:
             return
         self.closed = True
         try:
             self.safe_state()
         finally:
-            self.rig.close()
-            if self.on_close is not None:
-                self.on_close()
+            try:
+                self.rig.close()
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
+
+    def cancel_suspension(self) -> None:
+        """Give up waiting for an instrument that stopped answering (from another thread): the
+        operation ends with its UnreachableError at once."""
+        self._give_up.set()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -194,8 +298,6 @@ class InstrumentArray(SynapseArray):
         """Run ``repeats`` x (reset? write? read?) on every entry; readings ``(m, repeats)``."""
         if self.closed:
             raise InstrumentError("the instrument array is closed")
-        if not self.ready:
-            self._prepare()
         devices = np.arange(self.n) if idx is None else idx.numpy()
         m = len(devices)
         write = amplitude is not None
@@ -210,10 +312,85 @@ class InstrumentArray(SynapseArray):
                 self.fault = exc
             self.ready = False
             failures = self.rig.safe_state()
-            if failures:
-                log.error("safe state after a failed operation not confirmed: %s", "; ".join(failures))
+            if failures:  # the operation's error is the one raised; safe_state() reports these again
+                log.error("safe state after a failed operation not confirmed: %s", failures)
             raise
         return out
+
+    # ------------------------------------------------------------------ suspenders
+    def _batch(self, device: int, wave, reads: int) -> np.ndarray | None:
+        """One batch on the rig, configured first if needed; an outage is ridden out, then the
+        batch is played again from its start."""
+        while True:
+            try:
+                if not self.ready:
+                    self._prepare()
+                return self.rig.batch(device, wave, reads)
+            except UnreachableError as exc:
+                self._ride_out(exc)
+
+    def _ride_out(self, exc: UnreachableError) -> None:
+        """Suspend: safe state as far as reachable, ``suspend`` event, reconnect with back-off.
+
+        Returns once the station answers again (identities checked, configured) after recording
+        ``unsuspend``; raises ``exc`` (extended) when ``suspend_timeout_s`` has passed, and
+        InstrumentError if another instrument answers at a role's resource.
+        """
+        if self.suspend_timeout_s <= 0:
+            raise exc
+        self.ready = False
+        self.fault = exc
+        start = time.monotonic()
+        deadline = start + self.suspend_timeout_s
+        unsafe = self.rig.safe_state()
+        what = f"{exc.role} ({exc.model} at {exc.resource})" if exc.role else "an instrument"
+        self._event("suspend", (
+            f"{what} stopped answering: {exc.cause or exc}; safe state "
+            + (f"not confirmed for {', '.join(unsafe)}" if unsafe else "confirmed for every other role")
+            + f"; reconnecting for up to {self.suspend_timeout_s:g} s"
+        ))
+        self._give_up.clear()
+        delay, longest = self.backoff_s
+        last: InstrumentError = exc
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._give_up.wait(min(delay, left)):
+                waited = time.monotonic() - start
+                raise UnreachableError(
+                    f"{last} (still not answering after {waited:.1f} s suspended; [station] suspend_timeout_s = "
+                    f"{self.suspend_timeout_s:g})", role=exc.role, model=exc.model, resource=exc.resource,
+                    cause=getattr(last, "cause", str(last)),
+                ) from exc
+            delay = min(2 * delay, longest)
+            try:
+                self._recheck()
+            except UnreachableError as again:
+                last = again
+                log.info("still suspended: %s", again)
+                continue
+            break
+        self.fault = None
+        self._event("unsuspend", f"{what} answers again; outage lasted {time.monotonic() - start:.1f} s; "
+                                 "identities checked, instruments configured; the interrupted batch is played again")
+
+    def _recheck(self) -> None:
+        """After an outage: reconnect every link, check each ``*IDN?`` against the one at open, configure."""
+        self.rig.reconnect_all()
+        now = self.rig.identities()
+        for role, idn in now.items():
+            before = self.identities.get(role)
+            if before is not None and idn != before:
+                raise InstrumentError(
+                    f"{self.rig.roles[role].link.where} identifies as {idn!r} after the outage, "
+                    f"not {before!r} as when the station was opened: check what is connected there"
+                )
+        self._prepare()
+
+    def _event(self, kind: str, reason: str) -> None:
+        """Log, and record in the run file when the run engine has set ``on_event``."""
+        log.warning("%s: %s", kind, reason)
+        if self.on_event is not None:
+            self.on_event(kind, reason)
 
     @staticmethod
     def _groups(devices: np.ndarray, widths: np.ndarray):
@@ -252,7 +429,7 @@ class InstrumentArray(SynapseArray):
                 reset=self.reset_amplitude * scale if reset else None,
                 reset_samples=reset_samples, read=read, read_samples=self.read_samples,
             )
-            readings = self.rig.batch(device, wave, count if read else 0)
+            readings = self._batch(device, wave, count if read else 0)
             if read:
                 out[e, trial_rep[start:start + count]] = readings
             self._account(count, amps[e] if write else None, dt, reset, read)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.energy import current_pulse_energy, electrical_pulse_energy, field_pulse_energy
+from instruments import InstrumentError
+from instruments.errors import describe
 from instruments.link import TransactionCounter
 from instruments.registry import open_role
 
 from .bench import start_bench
-from .chip import Envelope
+from .chip import Envelope, EnvelopeError
 from .config import StationConfig
 from .instrument_array import InstrumentArray
 from .rigs import KerrRig, TMRRig
@@ -49,15 +51,25 @@ def energy_model(station: StationConfig):
 
 
 def open_instruments(station: StationConfig, envelope: Envelope, seed: int | None = None) -> InstrumentArray:
-    """Connect the station's instruments and return the configured InstrumentArray."""
+    """Connect the station's instruments and return the configured InstrumentArray.
+
+    Every expected failure (an instrument that cannot be opened or reached, a resource string
+    or VISA library that cannot be used, a setting an instrument refuses, calibration constants
+    that put the envelope out of the pulse source's range) raises
+    :class:`~instruments.errors.InstrumentError` with one line naming the station key or the
+    role, model and resource. Nothing is left open or running when it does.
+    """
     ins = station.instruments
     if ins is None:
-        raise ValueError(f"station {station.station.name!r}: backend 'instruments' needs an [instruments] table")
+        raise InstrumentError(f"station {station.station.name!r}: backend 'instruments' needs an [instruments] table")
     running = None
     resources = {role: table.resource for role, table in ins.roles().items()}
     visa = {role: table.visa_library for role, table in ins.roles().items()}
     if station.bench is not None and station.bench.start:
-        running = start_bench(station, seed)
+        try:
+            running = start_bench(station, seed)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InstrumentError(f"[bench] start = true: cannot serve the simulated bench: {describe(exc)}") from exc
         for role, resource in running.resources.items():
             if resources.get(role) == "auto":
                 resources[role] = resource
@@ -66,21 +78,33 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
     roles = {}
     try:
         for role, table in ins.roles().items():
+            if resources[role] == "auto":
+                raise InstrumentError(f"[instruments.{role}] resource = 'auto' needs [bench] start = true (the "
+                                      "simulated bench); otherwise expected a VISA resource string")
             settings = role_settings(station, role)
             if "read_bias" in settings:  # the last check before any instrument sources it
-                envelope.check_read_bias(settings["read_bias"])
-            roles[role] = open_role(
-                role, table.model, resources[role], timeout_s=table.timeout_s, retries=table.retries,
-                visa_library=visa[role], read_termination=table.read_termination,
-                write_termination=table.write_termination, counter=counter, **settings,
-            )
+                try:
+                    envelope.check_read_bias(settings["read_bias"])
+                except EnvelopeError as exc:
+                    raise InstrumentError(f"[instruments.source_meter] read_bias: {exc} ([envelope] read_bias_max)") from None
+            try:
+                roles[role] = open_role(
+                    role, table.model, resources[role], timeout_s=table.timeout_s, retries=table.retries,
+                    visa_library=visa[role], read_termination=table.read_termination,
+                    write_termination=table.write_termination, counter=counter, **settings,
+                )
+            except KeyError as exc:  # a model without an adapter
+                raise InstrumentError(f"[instruments.{role}] model: {exc.args[0]}") from None
         retries = max(t.retries for t in ins.roles().values())
-        if station.chip.family == "dw_nanowire":
-            rig = KerrRig(roles, counter, retries)
-            levels = ins.kerr_readout.levels or nominal_levels(station)
-        else:
-            rig = TMRRig(roles, counter, retries, units_per_volt=ins.pulse_source.units_per_volt)
-            levels = ins.source_meter.levels or nominal_levels(station)
+        try:
+            if station.chip.family == "dw_nanowire":
+                rig = KerrRig(roles, counter, retries)
+                levels = ins.kerr_readout.levels or nominal_levels(station)
+            else:
+                rig = TMRRig(roles, counter, retries, units_per_volt=ins.pulse_source.units_per_volt)
+                levels = ins.source_meter.levels or nominal_levels(station)
+        except (ValueError, AttributeError) as exc:  # a role table missing for the chip's family
+            raise InstrumentError(f"[instruments]: the {station.chip.family} bench: {exc}") from None
     except BaseException:
         for role in roles.values():
             role.link.close()
@@ -94,9 +118,15 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
         reset_width=ins.reset_width, read_samples=ins.read_samples, read_dt=ins.read_dt,
         pulse_energy=pulse_energy, read_energy_j=read_energy,
         on_close=running.stop if running is not None else None,
+        suspend_timeout_s=suspend_timeout(station),
     )
     array.bench = running  # the simulated bench this array started (None for real instruments)
     return array
+
+
+def suspend_timeout(station: StationConfig) -> float:
+    """``[station] suspend_timeout_s``: seconds to wait for an instrument that stopped answering (600)."""
+    return float(getattr(station.station, "suspend_timeout_s", 600.0))
 
 
 def role_settings(station: StationConfig, role: str) -> dict:

@@ -13,17 +13,20 @@ buffer: 5 transactions.
 A communication failure anywhere in a batch (timeout, lost connection, garbled reply) makes the
 whole batch start again from the selection, after the failed link has reconnected; readings of
 a failed attempt are discarded, so nothing is lost or counted twice. After ``retries`` failed
-attempts the batch raises :class:`~instruments.errors.InstrumentError`.
+attempts the batch raises :class:`~instruments.errors.UnreachableError` (an
+:class:`~instruments.errors.InstrumentError`) naming the instrument that stopped answering.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-from instruments import InstrumentError, TransientError
+from instruments import InstrumentError, TransientError, UnreachableError
+from instruments.errors import describe
 from instruments.link import TransactionCounter
 from instruments.roles import FieldSupply, KerrReadout, Positioner, PulseSource, Role, SourceMeter, Switch
 from instruments.waveform import Waveform
@@ -52,6 +55,9 @@ class Rig(ABC):
     @property
     def pulse_source(self) -> PulseSource:
         return self.roles["pulse_source"]  # type: ignore[return-value]
+
+    #: The station keys the scale comes from (named in errors about it).
+    scale_keys: str = ""
 
     @property
     @abstractmethod
@@ -88,8 +94,10 @@ class Rig(ABC):
                 self.selected = None
                 self.retried += 1
                 log.warning("batch on device %d, attempt %d failed: %s", device, attempt + 1, exc)
-        raise InstrumentError(
-            f"batch on device {device} failed {self.retries + 1} times; last failure: {last}"
+        link = last.link
+        raise UnreachableError(
+            f"batch on device {device} failed {self.retries + 1} times; last failure: {last}",
+            role=link.role, model=link.model, resource=link.resource, cause=describe(last.cause),
         ) from last.cause if isinstance(last.cause, BaseException) else last
 
     @abstractmethod
@@ -105,18 +113,33 @@ class Rig(ABC):
         ...
 
     # ------------------------------------------------------------------ safety and shutdown
-    def safe_state(self) -> list[str]:
-        """Every role to its safe state (sources first); returns the failures, never raises."""
-        failures = []
+    def safe_state(self, names: list[str] | None = None) -> dict[str, str]:
+        """Every role (or those in ``names``) to its safe state, sources first.
+
+        Returns ``{role: error}`` for each role that did not confirm it; never raises.
+        """
+        failures = {}
         for name in reversed(self.order):
+            if names is not None and name not in names:
+                continue
             role = self.roles[name]
             try:
                 role.safe_state()
             except Exception as exc:  # noqa: BLE001 - every role must get its chance
-                failures.append(f"{name}: {exc}")
+                failures[name] = describe(exc) if not isinstance(exc, InstrumentError) else str(exc)
                 log.error("safe state of %s failed: %s", name, exc)
         self.selected = None
         return failures
+
+    def identities(self) -> dict[str, str]:
+        """``*IDN?`` of every role (retried like any query; UnreachableError if one does not answer)."""
+        return {name: self.roles[name].identify() for name in self.order}
+
+    def reconnect_all(self) -> None:
+        """Mark every link for a fresh connection before its next use (after an outage)."""
+        for role in self.roles.values():
+            if role.link.resource != "<attached>":
+                role.link.dirty = True
 
     def close(self) -> None:
         for role in self.roles.values():
@@ -140,9 +163,12 @@ class KerrRig(Rig):
     def positioner(self) -> Positioner:
         return self.roles["positioner"]  # type: ignore[return-value]
 
+    #: The station keys the scale comes from (named in errors about it).
+    scale_keys = "[instruments.field_supply] gain (A/V) and coil (T/A)"
+
     @property
     def volts_per_unit(self) -> float:
-        return 1.0 / self.field_supply.tesla_per_volt
+        return checked_scale(self.field_supply.gain * self.field_supply.coil, self.scale_keys, "T/V")
 
     @property
     def max_reads(self) -> int:
@@ -176,9 +202,11 @@ class TMRRig(Rig):
     def switch(self) -> Switch:
         return self.roles["switch"]  # type: ignore[return-value]
 
+    scale_keys = "[instruments.pulse_source] units_per_volt"
+
     @property
     def volts_per_unit(self) -> float:
-        return 1.0 / self.units_per_volt
+        return checked_scale(self.units_per_volt, self.scale_keys, "V/V or A/V")
 
     @property
     def max_reads(self) -> int:
@@ -196,3 +224,18 @@ class TMRRig(Rig):
             raise InstrumentError(f"{self.source_meter.link.where}: open circuit (overflow reading); "
                                   "is the device routed and the source on?")
         return ohms
+
+
+def checked_scale(units_per_volt: float, keys: str, unit: str) -> float:
+    """``1 / units_per_volt``: pulse-source volts per unit of device amplitude.
+
+    Raises InstrumentError naming the station ``keys`` unless both are finite and positive (a
+    zero, infinite or NaN calibration constant would send 0 V or an infinite voltage)."""
+    ok = math.isfinite(units_per_volt) and units_per_volt > 0
+    volts = 1.0 / units_per_volt if ok else math.nan
+    if not (ok and math.isfinite(volts) and volts > 0):
+        raise InstrumentError(
+            f"{keys} give {units_per_volt:.6g} {unit} at the device per pulse-source volt: "
+            "expected a finite positive product; check the station's calibration constants"
+        )
+    return volts

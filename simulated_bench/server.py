@@ -13,6 +13,11 @@ Fault injection (bench settings) acts here, between the socket and the instrumen
   from then on, a persistent fault). ``drop`` closes the connection on receiving a message,
   which is lost; ``timeout`` executes a message but withholds its reply; ``garble`` replaces the
   reply with junk. ``timeout`` and ``garble`` count only messages that have a reply.
+  ``outage`` makes the instrument's server stop answering when the fault hits (the message is
+  lost, every connection is dropped, the port stops listening: new connections are refused) and
+  come back on the same port ``duration_s`` seconds later, as a power-cycled LAN instrument does
+  (its settings are kept, as the simulators keep their state). :meth:`InstrumentServer.stop_answering`
+  and :meth:`InstrumentServer.resume_answering` do the same on demand.
 
 Entry points: :func:`serve_bench` (programs and tests) and :func:`main` (command line:
 ``python -m simulated_bench.server --station FILE.toml``; ``labctl bench serve`` validates the
@@ -35,7 +40,7 @@ from .bench import Bench
 from .instruments.scpi import message_end
 
 HOST = "127.0.0.1"
-FAULT_KINDS = ("timeout", "drop", "garble")
+FAULT_KINDS = ("timeout", "drop", "garble", "outage")
 
 
 # ---------------------------------------------------------------------------- faults
@@ -46,6 +51,7 @@ class Fault:
     after: int = 0
     count: int = 1  # 0 = persistent
     hits: int = 0
+    duration_s: float = 0.0  # outage only: seconds until the server answers again
 
     def due(self, received: int) -> bool:
         return received > self.after and (self.count == 0 or self.hits < self.count)
@@ -66,18 +72,19 @@ class FaultPlan:
         for f in spec.get("faults", []):
             if f["kind"] not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {f['kind']!r} (one of {FAULT_KINDS})")
-            faults.append(Fault(f["kind"], f["role"], int(f.get("after", 0)), int(f.get("count", 1))))
+            faults.append(Fault(f["kind"], f["role"], int(f.get("after", 0)), int(f.get("count", 1)),
+                                duration_s=float(f.get("duration_s", 0.0))))
         return cls(faults, float(spec.get("latency_s", 0.0)))
 
-    def on_message(self, role: str) -> bool:
-        """Count a message; True if it is dropped (the connection closes)."""
+    def on_message(self, role: str) -> Fault | None:
+        """Count a message; the ``drop`` or ``outage`` fault it hits (the message is lost), or None."""
         with self.lock:
             n = self.received[role] = self.received.get(role, 0) + 1
             for f in self.faults:
-                if f.role == role and f.kind == "drop" and f.due(n):
+                if f.role == role and f.kind in ("drop", "outage") and f.due(n):
                     f.hits += 1
-                    return True
-        return False
+                    return f
+        return None
 
     def on_reply(self, role: str) -> str | None:
         """'timeout' or 'garble' if this reply is hit, else None."""
@@ -105,13 +112,21 @@ class InstrumentServer:
         self.role = role
         self.instrument = bench[role]
         self.faults = faults
-        self.listener = socket.create_server((HOST, port))
-        self.listener.settimeout(0.25)  # so that the accept loop notices stop()
+        self.listener = self._listen(port)
         self.port = self.listener.getsockname()[1]
         self.clients: set[socket.socket] = set()
         self.closing = False
+        self.down = False  # not answering (an outage): the port refuses connections
+        self.state_lock = threading.Lock()
+        self.comeback: threading.Timer | None = None
         self.thread = threading.Thread(target=self._accept, name=f"bench-{role}", daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def _listen(port: int) -> socket.socket:
+        listener = socket.create_server((HOST, port))  # SO_REUSEADDR: the same port binds again after an outage
+        listener.settimeout(0.25)  # so that the accept loop notices stop() and outages
+        return listener
 
     @property
     def resource(self) -> str:
@@ -119,12 +134,21 @@ class InstrumentServer:
 
     def _accept(self) -> None:
         while not self.closing:
+            listener = self.listener
+            if self.down:
+                time.sleep(0.02)
+                continue
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except TimeoutError:
                 continue
             except OSError:
-                return
+                if self.closing:
+                    return
+                continue  # the listener was closed for an outage
+            if self.down or self.closing:
+                conn.close()
+                continue
             conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.clients.add(conn)
@@ -141,7 +165,10 @@ class InstrumentServer:
                 while (end := message_end(buffer)) is not None:
                     message = bytes(buffer[:end])
                     del buffer[: end + 1]
-                    if self.faults.on_message(self.role):
+                    fault = self.faults.on_message(self.role)
+                    if fault is not None:
+                        if fault.kind == "outage":
+                            self.stop_answering(fault.duration_s)
                         return  # dropped: the connection closes, the message is lost
                     with self.bench.lock:
                         reply = self.instrument.process(message)
@@ -165,18 +192,51 @@ class InstrumentServer:
                 pass
             conn.close()
 
-    def close(self) -> None:
-        """Stop accepting and drop every connection (returns at once; see :meth:`stop`)."""
-        self.closing = True
+    def stop_answering(self, duration_s: float | None = None) -> None:
+        """An outage: drop every connection and stop listening (connections are refused) until
+        :meth:`resume_answering`, or for ``duration_s`` seconds if given. The instrument keeps its
+        state."""
+        with self.state_lock:
+            if self.closing or self.down:
+                return
+            self.down = True
+            self._close_listener()
+            self._drop_clients()
+            if duration_s is not None:
+                self.comeback = threading.Timer(duration_s, self.resume_answering)
+                self.comeback.name = f"bench-{self.role}-outage"
+                self.comeback.daemon = True
+                self.comeback.start()
+
+    def resume_answering(self) -> None:
+        """End an outage: listen again on the same port."""
+        with self.state_lock:
+            if self.closing or not self.down:
+                return
+            self.listener = self._listen(self.port)
+            self.down = False
+
+    def _close_listener(self) -> None:
         try:
             self.listener.close()
         except OSError:
             pass
+
+    def _drop_clients(self) -> None:
         for conn in list(self.clients):
             try:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def close(self) -> None:
+        """Stop accepting and drop every connection (returns at once; see :meth:`stop`)."""
+        with self.state_lock:
+            self.closing = True
+            if self.comeback is not None:
+                self.comeback.cancel()
+            self._close_listener()
+            self._drop_clients()
 
     def stop(self) -> None:
         self.close()
@@ -205,6 +265,17 @@ class RunningBench:
             s.close()
         for s in self.servers.values():
             s.thread.join(timeout=2)
+
+    def chip_state(self) -> dict:
+        """The simulated chip's state (device levels, stuck flags, counters, random streams), for
+        checkpoints; plain tensors, ints and floats (see ``DeviceArray.state_dict``)."""
+        with self.bench.lock:
+            return self.bench.devices.state_dict()
+
+    def load_chip_state(self, state: dict) -> None:
+        """Continue the simulated chip from :meth:`chip_state` (ValueError if the chip differs)."""
+        with self.bench.lock:
+            self.bench.devices.load_state_dict(state)
 
     def __enter__(self) -> "RunningBench":
         return self

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bench_helpers import assert_safe_over_visa, embedded, served
+from instruments import InstrumentError
 from labctl.chip import EnvelopeError
 from labctl.config import ConfigError, StationConfig, load_station, validate
 from labctl.engine import RunEngine
@@ -202,7 +203,7 @@ def test_envelope_beyond_the_pulse_source_is_refused_at_open():
     before = set(threading.enumerate())
     data = embedded("kerr-bench")
     data["instruments"]["field_supply"]["coil"] = 1e-3  # 1.2 mT/V: the 20 mT envelope would need 16.7 V
-    with pytest.raises(EnvelopeError, match="16.67 V from the pulse source"):
+    with pytest.raises(InstrumentError, match=r"16.67 V from the pulse source.*\[instruments.field_supply\] gain"):
         open_chip(StationConfig.model_validate(data))
     for t in set(threading.enumerate()) - before:
         if t.name.startswith("bench-"):
@@ -215,5 +216,66 @@ def test_read_bias_outside_envelope_never_reaches_the_source_meter():
     refused when the instruments are opened, before the source meter is configured."""
     station = load_station("tmr-bench")
     unsafe = station.model_copy(update={"envelope": station.envelope.model_copy(update={"read_bias_max": 0.001})})
-    with pytest.raises(EnvelopeError, match="read bias 0.05 V is outside the station envelope"):
+    with pytest.raises(InstrumentError, match=r"\[instruments.source_meter\] read_bias: read bias 0.05 V is outside "
+                                              r"the station envelope"):
         open_chip(unsafe)
+
+
+# ---------------------------------------------------------------------------- bad settings: one clear error
+def bench_threads() -> set:
+    import threading
+
+    return {t for t in threading.enumerate() if t.name.startswith("bench-")}
+
+
+def kerr_station(changes: dict) -> StationConfig:
+    """kerr-bench with instrument table changes ``{(role, key): value}``, built without validation
+    (as a programmatic station would be), so that what reaches open_chip is exactly that."""
+    station = load_station("kerr-bench")
+    ins = station.instruments
+    for (role, key), value in changes.items():
+        table = getattr(ins, role)
+        ins = ins.model_copy(update={role: table.model_copy(update={key: value})})
+    return station.model_copy(update={"instruments": ins})
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({("field_supply", "gain"): float("inf")}, r"\[instruments.field_supply\] gain \(A/V\) and coil \(T/A\) give inf"),
+    ({("field_supply", "gain"): 0.0}, r"\[instruments.field_supply\] gain \(A/V\) and coil \(T/A\) give 0 T/V"),
+    ({("field_supply", "gain"): 1e30}, r"reset_amplitude -0.015 T is .* V at the pulse source, below its smallest step.*gain"),
+    ({("field_supply", "coil"): 1e-300}, r"needs .* V from the pulse source, beyond its \+-5.0 V: check \[instruments.field_supply\]"),
+])
+def test_bad_calibration_constants_name_the_station_key(changes, expected):
+    before = bench_threads()
+    with pytest.raises(InstrumentError, match=expected) as info:
+        open_chip(kerr_station(changes))
+    assert "\n" not in str(info.value)
+    for t in bench_threads() - before:  # the bench it started was stopped
+        t.join(timeout=2)
+        assert not t.is_alive()
+
+
+@pytest.mark.parametrize("resource, library, expected", [
+    ("GPIB0::99::INSTR", "@py", r"role 'pulse_source' \(Agilent33500\) at 'GPIB0::99::INSTR': cannot open: .*gpib"),
+    ("not a resource", "@py", r"role 'pulse_source' \(Agilent33500\) at 'not a resource': cannot open: .*expected a VISA resource"),
+    ("TCPIP0::127.0.0.1::1::SOCKET", "@py", r"role 'pulse_source' \(Agilent33500\) at 'TCPIP0::127.0.0.1::1::SOCKET': cannot open: "
+                                            r"no answer.*refused; expected the instrument on and reachable"),
+    ("TCPIP0::127.0.0.1::1::SOCKET", "@nope", r"cannot open: .*pyvisa_nope"),
+])
+def test_bad_visa_settings_are_one_clear_instrument_error(resource, library, expected):
+    running, station = served("kerr-bench")
+    try:
+        ins = station.instruments
+        table = ins.pulse_source.model_copy(update={"resource": resource, "visa_library": library, "retries": 0})
+        bad = station.model_copy(update={"instruments": ins.model_copy(update={"pulse_source": table})})
+        with pytest.raises(InstrumentError, match=expected) as info:
+            open_chip(bad)
+        assert "\n" not in str(info.value)
+    finally:
+        running.stop()
+
+
+def test_auto_resource_without_a_bench_is_a_clear_error():
+    station = load_station("kerr-bench")
+    with pytest.raises(InstrumentError, match=r"\[instruments.pulse_source\] resource = 'auto' needs \[bench\] start = true"):
+        open_chip(station.model_copy(update={"bench": None}))

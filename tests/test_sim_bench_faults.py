@@ -10,10 +10,11 @@ from bench_helpers import assert_safe_over_visa, served
 from instruments import InstrumentError
 from labctl.station import open_chip
 
-# Messages each instrument receives while the array configures it (see instrument_calls.py):
-LOCKIN_SETUP = 6  # *CLS, DDEF1,0,0, SRAT 14, TSTR 0, REST, *ESR?
-AWG_SETUP = 21  # *CLS, 8 per channel, idle waveform, 2 x OUTP, SYST:ERR?
-SMU_SETUP = 23  # constructor, 15 settings, ramp query + 5 steps, SYST:ERR?
+# Messages each instrument receives while the array opens it: *IDN? (kept to check the station
+# after an outage), then its configuration (see instrument_calls.py):
+LOCKIN_SETUP = 7  # *IDN?, *CLS, DDEF1,0,0, SRAT 14, TSTR 0, REST, *ESR?
+AWG_SETUP = 22  # *IDN?, *CLS, 8 per channel, idle waveform, 2 x OUTP, SYST:ERR?
+SMU_SETUP = 24  # *IDN?, constructor, 15 settings, ramp query + 5 steps, SYST:ERR?
 GRID = torch.tensor([3e-3, 4.5e-3, 6e-3])
 
 
@@ -28,7 +29,7 @@ def kerr_sweep(chip, repeats=30):
     {"kind": "timeout", "role": "kerr_readout", "after": LOCKIN_SETUP + 3, "count": 1},  # 2nd wire's arm (REST;STRT;SPTS?)
     {"kind": "drop", "role": "pulse_source", "after": AWG_SETUP + 3, "count": 1},  # 2nd wire's upload is lost
     {"kind": "garble", "role": "kerr_readout", "after": LOCKIN_SETUP + 2, "count": 1},  # 1st wire's TRCA?
-    {"kind": "garble", "role": "positioner", "after": 3, "count": 1},  # 1st move's reply
+    {"kind": "garble", "role": "positioner", "after": 4, "count": 1},  # 1st move's reply (after *IDN? and 3 set-up messages)
 ])
 def test_one_off_fault_is_retried_and_nothing_is_lost(fault):
     running, station = served("kerr-bench", faults=[fault], timeout_s=0.5)
@@ -67,10 +68,17 @@ def test_persistent_fault_ends_with_clear_error_and_safe_state():
     running, station = served("tmr-bench", faults=[fault], timeout_s=0.3, retries=1)
     try:
         chip = open_chip(station)
+        chip.suspend_timeout_s = 0  # no suspension: fail at once (tests/test_instrument_outage.py suspends)
+        chip.safe_state_retry_s = ()
         chip.trial([0], 0.7, 1e-7, 10)  # first batch fine
         with pytest.raises(InstrumentError, match=r"failed 2 times.*source_meter \(Keithley2400 at TCPIP0::127\.0\.0\.1"):
             chip.trial([1], 0.7, 1e-7, 10)
-        chip.close()  # logs, does not mask the first error
+        # the silent source meter cannot confirm its safe state: close says so (truthfully), after
+        # closing every link
+        with pytest.raises(InstrumentError, match=r"safe state not confirmed for source_meter: .*Keithley2400.*"
+                                                  r"\(after: batch on device 1 failed 2 times"):
+            chip.close()
+        assert not any(_is_open(role.link) for role in chip.rig.roles.values())
         # the other instruments confirm their safe state over VISA; the silent source meter got
         # the blind safe state (its commands are executed, only the replies are withheld)
         sim = running.bench
@@ -86,14 +94,16 @@ def test_persistent_fault_leaves_a_resumable_run_file(tmp_path):
     from labctl.store import RunReader
     from protocols.calibration import Calibration, CalibrationSettings
 
-    # lock-in messages: setup, then 3 per wire batch; 2 wires per block -> block 1 uses 6.
-    fault = {"kind": "timeout", "role": "kerr_readout", "after": LOCKIN_SETUP + 6, "count": 0}
+    # lock-in messages: setup, then 3 per wire batch; 2 wires per block -> block 1 uses 6. Both
+    # attempts (retries = 1) of block 2's first batch time out; the lock-in answers its safe state.
+    fault = {"kind": "timeout", "role": "kerr_readout", "after": LOCKIN_SETUP + 6, "count": 2}
     running, station = served("kerr-bench", faults=[fault], timeout_s=0.3, retries=1)
     try:
         pfile, _ = load_protocol_file("calibrate-dw")
         settings = CalibrationSettings(amplitudes=[3e-3, 4.5e-3, 6e-3], widths=[1e-6], repeats=20,
                                        synapses=4, block=2)
         chip = open_chip(station)
+        chip.suspend_timeout_s = 0  # no suspension: the failure ends the run at once
         plan = Calibration("calibrate-dw", settings, chip)
         pfile = pfile.model_copy(update={"settings": settings.model_dump()})
         out = tmp_path / "run.h5"
@@ -118,3 +128,12 @@ def test_persistent_fault_leaves_a_resumable_run_file(tmp_path):
         assert_safe_over_visa(running)
     finally:
         running.stop()
+
+
+def _is_open(link) -> bool:
+    """Whether the link's VISA session is still open (pyvisa raises on a closed one)."""
+    try:
+        link.driver.adapter.connection.session
+    except Exception:  # noqa: BLE001 - pyvisa's InvalidSession: closed
+        return False
+    return True
