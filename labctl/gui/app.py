@@ -175,7 +175,7 @@ class MainWindow(QMainWindow):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = create_run_file(protocol, chip, station, pfile, path)
-        except (BadInput, OSError) as exc:
+        except (BadInput, RunFileError, OSError) as exc:  # RunFileBusy: another writer has it
             chip.close()
             panel.out_error.setText(str(exc))
             panel.out_error.setStyleSheet("color: #c00000;")
@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         self.worker.engine_event.connect(self._on_engine_event)
         self.worker.finished.connect(self._on_finished)
         self.layer_shape = _layer_shape(protocol, chip.n)
+        writer.publish()  # the file is built under a hidden name until its first checkpoint
         self.watcher = RunWatcher(RunReader(path), self.views)
         self.watcher.redraw = False
         self.watcher.new_events.connect(self._log_events)
