@@ -342,14 +342,15 @@ class InstrumentArray(SynapseArray):
         self.fault = exc
         start = time.monotonic()
         deadline = start + self.suspend_timeout_s
+        self._give_up.clear()  # before the event: a run engine may cancel from then on
         unsafe = self.rig.safe_state()
         what = f"{exc.role} ({exc.model} at {exc.resource})" if exc.role else "an instrument"
         self._event("suspend", (
-            f"{what} stopped answering: {exc.cause or exc}; safe state "
-            + (f"not confirmed for {', '.join(unsafe)}" if unsafe else "confirmed for every other role")
+            f"{what} stopped answering: {exc.cause or exc}; safe state confirmed for "
+            + (", ".join(r for r in reversed(self.rig.order) if r not in unsafe) or "no role")
+            + (f", not for {', '.join(unsafe)}" if unsafe else "")
             + f"; reconnecting for up to {self.suspend_timeout_s:g} s"
         ))
-        self._give_up.clear()
         delay, longest = self.backoff_s
         last: InstrumentError = exc
         while True:
