@@ -278,6 +278,7 @@ class MainWindow(QMainWindow):
             return False
         try:
             reader = RunReader(path)
+            live = reader.exit_status() == "incomplete"
         except RunFileError as exc:
             self.show_error("Not a labctl run file", f"Cannot open this file as a labctl run file:\n\n{exc}")
             return False
@@ -291,7 +292,7 @@ class MainWindow(QMainWindow):
         self.watcher = RunWatcher(reader, self.views)
         self.watcher.new_events.connect(self._log_events)
         self.watcher.finished.connect(self._watch_finished)
-        live = reader.exit_status() == "incomplete"
+        self.watcher.trouble.connect(self._watch_trouble)
         self.mode = "watch" if live else "review"
         what = f"{attrs.get('protocol_name', '?')} ({attrs.get('protocol_kind', '?')}) on {attrs.get('station_name', '?')}"
         self.mode_label.setText(f"{'watching (live)' if live else 'reviewing'} {path}: {what}")
@@ -313,8 +314,13 @@ class MainWindow(QMainWindow):
         self.views.redraw(all_views=True)
         if self.mode == "watch":
             self.mode_label.setText(self.mode_label.text().replace("watching (live)", "finished, reviewing")
-                                    + f" [{status}]")
+                                    + f" [finished: {status}]")
             self._log(f"the run file was closed by its writer: {status}")
+
+    def _watch_trouble(self, error: str) -> None:
+        """The watched file has not been readable for several ticks in a row (still retrying)."""
+        self._log(f"cannot read the run file (still trying): {error}")
+        self.mode_label.setText(f"cannot read {self.watcher.path if self.watcher else ''} (still trying): {error}")
 
     def closeEvent(self, event) -> None:
         worker = self.worker
