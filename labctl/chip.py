@@ -142,6 +142,11 @@ class SynapseArray(ABC):
     def safe_state(self) -> None:
         """Outputs off, biases ramped to zero. Must be safe to call at any time, repeatedly."""
 
+    def cancel_suspension(self) -> None:
+        """Give up waiting out an instrument outage (an abort while suspended); from any thread.
+
+        Backends without instruments never suspend, so this does nothing for them."""
+
     def close(self) -> None:
         """Reach the safe state and release the backend."""
         self.safe_state()

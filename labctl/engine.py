@@ -193,6 +193,7 @@ class RunEngine:
         # Requests: (what, reason). SimpleQueue.put is reentrant, so signal handlers may queue.
         self._requests: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._abort: str | None = None  # set (once) by request_abort: overtakes queued requests
+        self._pause_pending = False  # a Ctrl-C pause was asked and the run has not resumed since
 
     # ------------------------------------------------------------------ state
     @property
@@ -275,10 +276,8 @@ class RunEngine:
             self._event(kind, reason, step=self.step)
             if kind == "suspend" and self._state is RunState.RUNNING:
                 self._transition(RunState.SUSPENDED, reason)
-                cancel = getattr(self.chip, "cancel_suspension", None)  # InstrumentArray has it
-                if cancel is not None:
-                    threading.Thread(target=self._abort_cancels_suspension, args=(cancel,), daemon=True,
-                                     name="labctl-suspension-watch").start()
+                threading.Thread(target=self._abort_cancels_suspension, args=(self.chip.cancel_suspension,),
+                                 daemon=True, name="labctl-suspension-watch").start()
             elif kind == "unsuspend" and self._state is RunState.SUSPENDED:
                 self._transition(RunState.RUNNING, reason)
         except Exception:  # the instrument layer must get on with its recovery; the failure is logged
@@ -365,6 +364,7 @@ class RunEngine:
         if what == "pause" and self._state is RunState.RUNNING:
             return self._pause(plan, reason)
         if what == "resume" and self._state is RunState.PAUSED:
+            self._pause_pending = False
             self._transition(RunState.RUNNING, reason)
             self._event("resume", reason, step=self.step)
             return None
@@ -457,27 +457,25 @@ class RunEngine:
     @contextmanager
     def ctrl_c_pauses(self):
         """Within this block, one Ctrl-C pauses at the next safe point and a second one (or one
-        while paused) aborts; Ctrl-C before the run started aborts it before its first step;
+        while paused) aborts; after the run is resumed, the next Ctrl-C pauses again; Ctrl-C before the run started aborts it before its first step;
         SIGTERM (a scheduler or ``kill`` ending the job) aborts at the next safe point. Either way
         the run ends through the engine: chip in safe state, stop event written. The handlers
         only queue requests (no lock is taken in a signal handler)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        presses = 0
 
         def on_sigint(signum, frame):
-            nonlocal presses
-            presses += 1
             state = self._state
             if state is RunState.IDLE:
                 self.request_abort("Ctrl-C before the run started")
-            elif presses == 1 and state in (RunState.RUNNING, RunState.SUSPENDED):
+            elif state in (RunState.RUNNING, RunState.SUSPENDED) and not self._pause_pending:
+                self._pause_pending = True  # a second Ctrl-C before the pause is taken aborts
                 self.request_pause("Ctrl-C (press again to abort)")
-            elif presses == 1:
-                self.request_abort(f"Ctrl-C while {state.value}")
-            else:
+            elif self._pause_pending:
                 self.request_abort("Ctrl-C pressed twice")
+            else:
+                self.request_abort(f"Ctrl-C while {state.value}")
 
         def on_sigterm(signum, frame):
             self.request_abort("SIGTERM received")

@@ -158,3 +158,21 @@ def test_sigterm_aborts_through_the_engine(setup):
     assert outcome.status == "failed" and "SIGTERM" in outcome.reason
     assert kinds(path) == ([("start", ""), ("abort", ""), ("stop", "failed")], "failed")
     assert signal.getsignal(signal.SIGTERM) is before and not chip.pulsed_since_safe
+
+
+def test_ctrl_c_after_a_resume_pauses_again(setup):
+    """A run resumed after a Ctrl-C pause pauses again on the next Ctrl-C (it does not abort)."""
+    chip, writer, path = setup
+    engine = RunEngine(chip, writer, checkpoint_every_s=None)
+
+    def on(name, doc):
+        if name == "progress" and doc["step"] in (2, 5):
+            os.kill(os.getpid(), signal.SIGINT)
+        if name == "state" and doc["new"] == "paused":
+            engine.request_resume("test")
+
+    engine.subscribe(on)
+    with engine.ctrl_c_pauses():
+        outcome = engine.run(Pulser(8))
+    assert outcome.status == "success", outcome.reason
+    assert [k for k, _ in kinds(path)[0] if k in ("pause", "resume", "abort")] == ["pause", "resume", "pause", "resume"]
