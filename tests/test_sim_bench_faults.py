@@ -88,7 +88,7 @@ def test_persistent_fault_ends_with_clear_error_and_safe_state():
         running.stop()
 
 
-def test_persistent_fault_leaves_a_resumable_run_file(tmp_path):
+def test_fault_beyond_the_retries_leaves_a_resumable_run_file(tmp_path):
     from labctl.cli import create_run_file, execute, main
     from labctl.config import load_protocol_file
     from labctl.store import RunReader
@@ -110,7 +110,7 @@ def test_persistent_fault_leaves_a_resumable_run_file(tmp_path):
         writer = create_run_file(plan, chip, station, pfile, out)
         outcome, _ = execute(plan, chip, writer, progress=False, checkpoint_every_s=0)
         assert outcome.status == "failed"
-        assert "InstrumentError" in outcome.reason and "kerr_readout (SR830" in outcome.reason
+        assert "UnreachableError" in outcome.reason and "kerr_readout (SR830" in outcome.reason
         for role in ("pulse_source", "field_supply", "positioner"):
             assert running.bench[role].outputs_safe()
         with RunReader(out) as reader:
