@@ -14,6 +14,8 @@ jointly over widths.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from enum import Enum
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -24,7 +26,7 @@ from analysis import fitting
 from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
-from .base import ChipProtocol, Settings
+from .base import ChipProtocol, EpochCursor, Kind, Settings
 
 DEFAULT_LAW = {"dw_nanowire": "logistic", "stt_mtj": "thermal", "dw_mtj": "landing"}
 LAW_PARAMS = {
@@ -65,8 +67,19 @@ class CalibrationSettings(Settings):
         return torch.linspace(self.amplitude_start, self.amplitude_stop, self.points, dtype=torch.float64)
 
 
+class Phase(str, Enum):
+    SWEEP = "sweep"
+    FIT = "fit"
+    DONE = "done"
+
+
 class Calibration(ChipProtocol):
-    """Characterise every synapse's switching curve and fit its law (see module docstring)."""
+    """Characterise every synapse's switching curve and fit its law (see module docstring).
+
+    Resumable state: the phase, the sweep cursor (one item per (width, synapse block), in order)
+    and the fits (plain tensors). The counts so far are in the run file, flushed before each
+    checkpoint, and are read back from it on resume.
+    """
 
     kind = "calibrate"
     settings_model = CalibrationSettings
@@ -74,6 +87,8 @@ class Calibration(ChipProtocol):
     # the grid is amplitudes, or a linspace from start to stop (its ends are its extremes)
     envelope_fields = {"amplitudes": "amplitude", "amplitude_start": "amplitude", "amplitude_stop": "amplitude",
                        "widths": "width"}
+    resumable = {"phase": Kind.PHASE, "cursor": Kind.CURSOR, "fit_state": Kind.VALUE}
+    fixed_safe_points = 1  # the fit
 
     def __init__(self, name: str, settings: CalibrationSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)
@@ -88,7 +103,8 @@ class Calibration(ChipProtocol):
         shape = (len(self.widths), len(self.amplitudes), self.n)
         self.counts = torch.zeros(shape + ((chip.levels,) if self.multilevel else ()), dtype=torch.int64)
         self.blocks = [(b, min(b + s.block, self.n)) for b in range(0, self.n, s.block)]
-        self.done = 0  # (width, block) units completed
+        self.phase = Phase.SWEEP
+        self.cursor = EpochCursor(len(self.widths) * len(self.blocks), 1, 1, seed, order="sequential")
         self.fits: list[fitting.FitResult] = []
         self.fit: fitting.FitResult | None = None
 
@@ -120,17 +136,17 @@ class Calibration(ChipProtocol):
     def run(self, ctx: RunContext) -> Iterator[Progress]:
         w = ctx.writer
         counts_name = "calibration/level_counts" if self.multilevel else "calibration/counts"
-        if w is not None and self.done > 0:  # resumed: the counts so far are in the run file
+        cur = self.cursor
+        if w is not None and cur.done > 0 and self.phase is not Phase.DONE:  # resumed: the counts are in the file
             self.counts = torch.from_numpy(w.read(counts_name))
-        if w is not None and self.done == 0:
+        if w is not None and cur.done == 0:
             w.write("calibration/amplitude", self.amplitudes.numpy())
             w.write("calibration/width", self.widths.numpy())
             w.write("calibration/repeats", np.array([self.settings.repeats]))
             w.write("calibration/fit/names", np.array([p.encode() for p in LAW_PARAMS[self.law]]))
-        total = len(self.widths) * len(self.blocks)
         points = len(self.amplitudes)
-        while self.done < total:
-            wi, bi = divmod(self.done, len(self.blocks))
+        while self.phase is Phase.SWEEP:
+            wi, bi = divmod(int(cur.next_batch()[0]), len(self.blocks))
             b0, b1 = self.blocks[bi]
             idx = torch.arange(b0, b1).repeat(points)
             amplitude = self.amplitudes.float().repeat_interleave(b1 - b0)
@@ -142,10 +158,13 @@ class Calibration(ChipProtocol):
             self.counts[wi, :, b0:b1] = counts
             if w is not None:
                 w.write(counts_name, counts.numpy(), index=(wi, slice(None), slice(b0, b1)))
-            self.done += 1
-            yield Progress(step=self.done, total=total, stage="sweep")
-        self.fit_all(w)
-        yield Progress(step=total, total=total, stage="fit", metrics=self._medians())
+            if cur.advance(1) and cur.next_epoch():
+                self.phase = Phase.FIT
+            yield self.safe_point("sweep")
+        if self.phase is Phase.FIT:
+            self.fit_all(w)
+            self.phase = Phase.DONE
+            yield self.safe_point("fit", self._medians(), last=True)
 
     def fit_all(self, writer=None) -> None:
         """Fit the law to the counts of every synapse (batched) and store the results."""
@@ -191,9 +210,12 @@ class Calibration(ChipProtocol):
             **self._medians(),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        """Only the position: the counts so far are in the run file, flushed before each checkpoint."""
-        return {"done": self.done}
+    @property
+    def fit_state(self) -> list[dict[str, Any]]:
+        """The fits as plain data (tensors and names), for the checkpoint."""
+        return [asdict(f) for f in self.fits]
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.done = int(state["done"])
+    @fit_state.setter
+    def fit_state(self, value: list[dict[str, Any]]) -> None:
+        self.fits = [fitting.FitResult(**f) for f in value]
+        self.fit = self.fits[0] if self.fits else None

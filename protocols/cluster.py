@@ -48,6 +48,7 @@ only rows with non-zero inputs).
 from __future__ import annotations
 
 import time
+from enum import Enum
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -58,10 +59,9 @@ from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
 from . import datasets
-from .base import ChipProtocol, Settings
-from .readout import (delta_rule, generator_state, labelled_subset, logistic_regression_accuracy, mean_std,
-                      readout_predict, restore_generator)
-from .training import EpochCursor, torch_threads
+from .base import ChipProtocol, EpochCursor, Kind, Settings
+from .readout import delta_rule, labelled_subset, logistic_regression_accuracy, mean_std, readout_predict
+from .training import torch_threads
 
 Tensor = torch.Tensor
 
@@ -127,6 +127,13 @@ def cluster_outputs(x: Tensor, w: Tensor, temperature: float) -> Tensor:
     return torch.softmax(-d2 / temperature, dim=1)
 
 
+class Phase(str, Enum):
+    INIT = "init"
+    TRAIN = "train"
+    READOUT = "readout"
+    DONE = "done"
+
+
 class TrainCluster(ChipProtocol):
     """Unsupervised DW-MTJ WTA clustering plus a delta-rule read-out (see the module docstring)."""
 
@@ -134,6 +141,12 @@ class TrainCluster(ChipProtocol):
     settings_model = ClusterSettings
     families = ("dw_mtj",)
     envelope_fields = {"pulse_current": "magnitude", "pulse_width": "width"}  # pulses of +-pulse_current
+    resumable = {
+        "phase": Kind.PHASE, "cursor": Kind.CURSOR, "levels": Kind.TENSOR, "wins": Kind.TENSOR,
+        "init_samples": Kind.TENSOR, "gen_gate": Kind.GENERATOR, "marks": Kind.VALUE, "wall_s": Kind.VALUE,
+        "results": Kind.VALUE, "energy": Kind.VALUE,
+    }
+    fixed_safe_points = 2  # the initialisation, the read-out
 
     def __init__(self, name: str, settings: ClusterSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)
@@ -151,7 +164,7 @@ class TrainCluster(ChipProtocol):
         self.top = chip.levels - 1
         self.index = torch.arange(self.synapses).reshape(s.clusters, self.inputs)
         # --- resumable state
-        self.phase = "init"
+        self.phase = Phase.INIT
         self.cursor = EpochCursor(len(self.x_train), s.epochs, s.batch, seed)
         self.levels = torch.zeros(s.clusters, self.inputs, dtype=torch.int64)  # shadow of the last read
         self.gen_gate = torch.Generator().manual_seed(seed + 1_000_003)
@@ -159,7 +172,8 @@ class TrainCluster(ChipProtocol):
         self.wins = torch.zeros(s.clusters, dtype=torch.int64)  # this epoch
         self.marks: dict[str, float] = {}
         self.wall_s = 0.0
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, Tensor] = {}  # accuracy tables [entry, draw], float64
+        self.energy: dict[str, float] = {}
 
     # ------------------------------------------------------------------ run file
     def describe(self) -> dict[str, DatasetSpec]:
@@ -243,23 +257,21 @@ class TrainCluster(ChipProtocol):
 
     # ------------------------------------------------------------------ the run
     def run(self, ctx: RunContext) -> Iterator[Progress]:
-        s = self.settings
         w = ctx.writer
-        total = s.epochs * self.cursor.per_epoch + 2
         t_start = time.perf_counter() - self.wall_s
-        if self.phase == "init":
+        if self.phase is Phase.INIT:
             self.marks["start"] = self._counters()
             with torch_threads(1):
                 self._initialise()
             self.marks["init"] = self._counters()
             if w is not None:
                 w.write("train/init_levels", self.levels.numpy().astype(np.int8))
-            self.phase = "train"
+            self.phase = Phase.TRAIN
             self.cursor.shuffle()
             self.wall_s = time.perf_counter() - t_start
-            yield Progress(step=1, total=total, stage="init", metrics={"energy_j": self._counters()[0]})
+            yield self.safe_point("init", {"energy_j": self._counters()[0]})
         cur = self.cursor
-        while self.phase == "train":
+        while self.phase is Phase.TRAIN:
             if cur.pos == 0:
                 self._read_all()  # one full crossbar read per epoch re-synchronises the shadow
                 self.wins.zero_()
@@ -267,7 +279,7 @@ class TrainCluster(ChipProtocol):
             with torch_threads(1):
                 d2 = [self._train_sample(self.x_train[int(i)], self.eta(done0 + k))
                       for k, i in enumerate(cur.next_batch())]
-            finished = cur.advance(len(d2))
+            finished = cur.advance(len(d2)) and cur.next_epoch()
             energy, pulses, reads = self._counters()
             self.wall_s = time.perf_counter() - t_start
             metrics = {"epoch": epoch, "samples": done0 + len(d2), "eta": self.eta(done0 + len(d2) - 1),
@@ -276,17 +288,17 @@ class TrainCluster(ChipProtocol):
             if w is not None:
                 w.append("train/metrics", np.array([tuple(metrics[k] for k in METRICS_DTYPE.names)], dtype=METRICS_DTYPE))
             if finished:
-                self.phase = "readout"
+                self.phase = Phase.READOUT
                 self.marks["train"] = self._counters()
-            yield Progress(step=1 + cur.step, total=total, stage="train", metrics=metrics)
-        if self.phase == "readout":
+            yield self.safe_point("train", metrics)
+        if self.phase is Phase.READOUT:
             self._read_all()  # the inference weights: one read of the whole matrix
             self.marks["inference"] = self._counters()
             with torch_threads(1):
                 self._readout(w)
-            self.phase = "done"
+            self.phase = Phase.DONE
             self.wall_s = time.perf_counter() - t_start
-            yield Progress(step=total, total=total, stage="readout", metrics=self._headline())
+            yield self.safe_point("readout", self._headline(), last=True)
 
     # ------------------------------------------------------------------ read-out and baselines
     def float_wta(self) -> Tensor:
@@ -333,7 +345,8 @@ class TrainCluster(ChipProtocol):
                     v = delta_rule(f_tr[sub], y_tr[sub], classes, epochs=s.readout_epochs, lr=s.readout_lr, gen=gen_f)
                     acc_f[a, d] = float((readout_predict(v, f_te) == y_te).float().mean())
                     acc_lr[a, d] = logistic_regression_accuracy(self.data.x_train[sub], y_tr[sub], self.data.x_test, y_te)
-        self.results = {"accuracy": acc, "accuracy_float_wta": acc_f, "accuracy_logreg": acc_lr}
+        self.results = {"accuracy": torch.from_numpy(acc), "accuracy_float_wta": torch.from_numpy(acc_f),
+                        "accuracy_logreg": torch.from_numpy(acc_lr)}
         e0, p0, r0 = self.marks["start"]
         e1, p1, r1 = self.marks["init"]
         e2, p2, r2 = self.marks["train"]
@@ -356,7 +369,7 @@ class TrainCluster(ChipProtocol):
         for a, n in enumerate(self.settings.labels_per_class):
             row = {"labels_per_class": "all" if n == 0 else n}
             for key in ("accuracy", "accuracy_float_wta", "accuracy_logreg"):
-                vals = self.results[key][a]
+                vals = self.results[key][a].numpy()
                 vals = vals[~np.isnan(vals)]
                 row[key], row[key + "_std"] = mean_std(list(vals)) if len(vals) else (float("nan"), 0.0)
             rows.append(row)
@@ -377,30 +390,9 @@ class TrainCluster(ChipProtocol):
     def summary(self) -> dict[str, Any]:
         s = self.settings
         out: dict[str, Any] = {"protocol": self.kind, "data": s.data, "clusters": s.clusters, "inputs": self.inputs,
-                               "levels": self.top + 1, "epochs_done": self.cursor.epoch, "phase": self.phase,
+                               "levels": self.top + 1, "epochs_done": self.cursor.epoch, "phase": self.phase.value,
                                "wall_s": self.wall_s}
         out.update(self._headline())
-        if getattr(self, "energy", None):
+        if self.energy:
             out.update({f"energy_{k}" if k.endswith("_j") else k: v for k, v in self.energy.items()})
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase, "cursor": self.cursor.state_dict(), "levels": self.levels.clone(), "wins": self.wins.clone(), "init_samples": self.init_samples.clone(),
-            "gen_gate": generator_state(self.gen_gate),
-            "marks": dict(self.marks), "wall_s": self.wall_s,
-            "results": {k: v.copy() for k, v in self.results.items()},
-            "energy": dict(getattr(self, "energy", {}) or {}),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.phase = state["phase"]
-        self.cursor.load_state_dict(state["cursor"])
-        self.levels = state["levels"].clone()
-        self.wins = state["wins"].clone()
-        self.init_samples = state["init_samples"].clone()
-        self.gen_gate = restore_generator(state["gen_gate"])
-        self.marks = dict(state["marks"])
-        self.wall_s = float(state["wall_s"])
-        self.results = {k: v.copy() for k, v in state["results"].items()}
-        self.energy = dict(state["energy"])

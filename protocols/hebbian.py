@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import math
 import time
+from enum import Enum
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -84,9 +85,9 @@ from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
 from . import datasets
-from .base import ChipProtocol, Settings
-from .readout import (class_response_rates, generator_state, majority_labels, restore_generator, vote_predict)
-from .training import EpochCursor, torch_threads
+from .base import ChipProtocol, EpochCursor, Kind, Settings
+from .readout import class_response_rates, majority_labels, vote_predict
+from .training import torch_threads
 
 Tensor = torch.Tensor
 
@@ -196,6 +197,13 @@ def lif_simulate(current: Tensor, threshold: Tensor, leak: float, steps: int) ->
     return winner, fired
 
 
+class Phase(str, Enum):
+    INIT = "init"
+    TRAIN = "train"
+    EVAL = "eval"
+    DONE = "done"
+
+
 class TrainHebbian(ChipProtocol):
     """Stochastic Hebbian WTA learning on binary STT-MTJ synapses (see the module docstring)."""
 
@@ -203,6 +211,13 @@ class TrainHebbian(ChipProtocol):
     settings_model = HebbianSettings
     families = ("stt_mtj",)
     envelope_fields = {"pulse_width": "width"}
+    resumable = {
+        "phase": Kind.PHASE, "cursor": Kind.CURSOR, "conductance": Kind.TENSOR, "g_p": Kind.VALUE,
+        "g_ap": Kind.VALUE, "theta": Kind.TENSOR, "wins": Kind.TENSOR, "epoch_wins": Kind.TENSOR,
+        "gen_init": Kind.GENERATOR, "pulses_pot": Kind.VALUE, "pulses_dep": Kind.VALUE, "marks": Kind.VALUE,
+        "wall_s": Kind.VALUE, "results": Kind.VALUE, "energy": Kind.VALUE,
+    }
+    fixed_safe_points = 2  # the initialisation, the evaluation
 
     @classmethod
     def derived_pulses(cls, settings: HebbianSettings) -> list:
@@ -239,7 +254,7 @@ class TrainHebbian(ChipProtocol):
             pot, dep = self.voltages(p)
             chip.envelope.check_pulse(torch.tensor([pot, dep]), torch.tensor(s.pulse_width), None)
         # --- resumable state
-        self.phase = "init"
+        self.phase = Phase.INIT
         self.cursor = EpochCursor(len(self.x_train), s.epochs, s.batch, seed)
         self.conductance = torch.zeros(s.neurons, self.rows, self.k, dtype=torch.float64)  # siemens, last read
         self.g_p = self.g_ap = 0.0
@@ -252,6 +267,7 @@ class TrainHebbian(ChipProtocol):
         self.marks: dict[str, tuple[float, int, int]] = {}
         self.wall_s = 0.0
         self.results: dict[str, Any] = {}
+        self.energy: dict[str, float] = {}
 
     # ------------------------------------------------------------------ encoding and laws
     def encode(self, x: Tensor) -> Tensor:
@@ -362,21 +378,19 @@ class TrainHebbian(ChipProtocol):
 
     # ------------------------------------------------------------------ the run
     def run(self, ctx: RunContext) -> Iterator[Progress]:
-        s = self.settings
         w = ctx.writer
-        total = s.epochs * self.cursor.per_epoch + 2
         t_start = time.perf_counter() - self.wall_s
-        if self.phase == "init":
+        if self.phase is Phase.INIT:
             self.marks["start"] = self._counters()
             with torch_threads(1):
                 self._initialise()
             self.marks["init"] = self._counters()
             self.cursor.shuffle()
-            self.phase = "train"
+            self.phase = Phase.TRAIN
             self.wall_s = time.perf_counter() - t_start
-            yield Progress(step=1, total=total, stage="init")
+            yield self.safe_point("init")
         cur = self.cursor
-        while self.phase == "train":
+        while self.phase is Phase.TRAIN:
             with torch_threads(1):
                 if cur.pos == 0:
                     self._read_all()
@@ -386,7 +400,7 @@ class TrainHebbian(ChipProtocol):
                 for k, i in enumerate(batch):
                     fired, _ = self._learn(self.x_train[i], self.p_at(done0 + k))
                     silent += not fired
-            finished = cur.advance(len(batch))
+            finished = cur.advance(len(batch)) and cur.next_epoch()
             energy, pulses, reads = self._counters()
             self.wall_s = time.perf_counter() - t_start
             won = int(self.epoch_wins.sum())
@@ -398,17 +412,17 @@ class TrainHebbian(ChipProtocol):
             if w is not None:
                 w.append("train/metrics", np.array([tuple(metrics[k] for k in METRICS_DTYPE.names)], dtype=METRICS_DTYPE))
             if finished:
-                self.phase = "eval"
+                self.phase = Phase.EVAL
                 self.marks["train"] = self._counters()
-            yield Progress(step=1 + cur.step, total=total, stage="train", metrics=metrics)
-        if self.phase == "eval":
+            yield self.safe_point("train", metrics)
+        if self.phase is Phase.EVAL:
             self._read_all()
             self.marks["inference"] = self._counters()
             with torch_threads(1):
                 self._evaluate(w)
-            self.phase = "done"
+            self.phase = Phase.DONE
             self.wall_s = time.perf_counter() - t_start
-            yield Progress(step=total, total=total, stage="eval", metrics=self._headline())
+            yield self.safe_point("eval", self._headline(), last=True)
 
     # ------------------------------------------------------------------ evaluation and baseline
     def classify(self, weights: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -526,32 +540,8 @@ class TrainHebbian(ChipProtocol):
         s = self.settings
         out: dict[str, Any] = {"protocol": self.kind, "data": s.data, "neurons": s.neurons, "rows": self.rows,
                                "mtjs_per_synapse": self.k, "p_start": s.p_start, "p_end": s.p_end if s.p_end else s.p_start,
-                               "epochs_done": self.cursor.epoch, "phase": self.phase, "wall_s": self.wall_s}
+                               "epochs_done": self.cursor.epoch, "phase": self.phase.value, "wall_s": self.wall_s}
         out.update(self._headline())
-        if getattr(self, "energy", None):
+        if self.energy:
             out.update({f"energy_{k}" if k.endswith("_j") else k: v for k, v in self.energy.items()})
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase, "cursor": self.cursor.state_dict(), "conductance": self.conductance.clone(), "g_p": self.g_p, "g_ap": self.g_ap,
-            "theta": self.theta.clone(), "wins": self.wins.clone(), "epoch_wins": self.epoch_wins.clone(),
-            "gen_init": generator_state(self.gen_init),
-            "pulses_pot": self.pulses_pot, "pulses_dep": self.pulses_dep, "marks": dict(self.marks),
-            "wall_s": self.wall_s, "results": dict(self.results), "energy": dict(getattr(self, "energy", {}) or {}),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.phase = state["phase"]
-        self.cursor.load_state_dict(state["cursor"])
-        self.conductance = state["conductance"].clone()
-        self.g_p, self.g_ap = float(state["g_p"]), float(state["g_ap"])
-        self.theta = state["theta"].clone()
-        self.wins = state["wins"].clone()
-        self.epoch_wins = state["epoch_wins"].clone()
-        self.gen_init = restore_generator(state["gen_init"])
-        self.pulses_pot, self.pulses_dep = int(state["pulses_pot"]), int(state["pulses_dep"])
-        self.marks = dict(state["marks"])
-        self.wall_s = float(state["wall_s"])
-        self.results = dict(state["results"])
-        self.energy = dict(state["energy"])

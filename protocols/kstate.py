@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+from enum import Enum
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -48,9 +49,9 @@ from labctl.chip import Counters, SynapseArray
 from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
-from .base import ChipProtocol
+from .base import ChipProtocol, EpochCursor, Kind
 from .training import (
-    COUNTER_DTYPE, METRICS_DTYPE, TrainingSettings, counters_delta, counters_row, epoch_permutation, inward_f32,
+    COUNTER_DTYPE, METRICS_DTYPE, TrainingSettings, counters_delta, counters_row, inward_f32,
     prepare_data, torch_threads, train_float, training_specs,
 )
 
@@ -127,6 +128,13 @@ class KStateSettings(TrainingSettings):
 
 
 # ---------------------------------------------------------------------------- the protocol
+class Phase(str, Enum):
+    PROGRAM = "program"
+    TRAIN = "train"
+    FINAL = "final"
+    DONE = "done"
+
+
 class KStateTraining(ChipProtocol):
     """Quantised MLP on K-state DW-MTJs with hysteresis and write-verify (see module docstring)."""
 
@@ -134,6 +142,13 @@ class KStateTraining(ChipProtocol):
     settings_model = KStateSettings
     families = ("dw_mtj",)
     envelope_fields = {"width": "width"}  # programming currents are clamped into the envelope
+    resumable = {
+        "phase": Kind.PHASE, "cursor": Kind.CURSOR, "w": Kind.TENSOR, "gain": Kind.TENSOR, "b": Kind.TENSOR,
+        "opt": Kind.OPTIMIZER, "target": Kind.TENSOR, "levels": Kind.TENSOR, "gen": Kind.GENERATOR,
+        "best": Kind.VALUE, "bad_epochs": Kind.VALUE, "acc": Kind.VALUE, "ledger": Kind.VALUE,
+        "prog_stats": Kind.VALUE, "t_train": Kind.VALUE, "results": Kind.VALUE,
+    }
+    fixed_safe_points = 2  # the first programming, the final test
 
     def __init__(self, name: str, settings: KStateSettings, chip: SynapseArray, seed: int = 0):
         super().__init__(name, settings, chip, seed)
@@ -161,8 +176,9 @@ class KStateTraining(ChipProtocol):
         self.opt = torch.optim.Adam(self.w + self.gain + self.b, lr=s.lr)
         self.target = self._flat_position().round().long()  # intended levels
         self.levels = torch.zeros(self.synapses, dtype=torch.int64)  # levels held (read or modelled)
-        self.phase = "program"
-        self.step = self.epoch = self.batch = 0
+        self.phase = Phase.PROGRAM
+        self.cursor = EpochCursor(len(self.data.y_train), s.max_epochs, s.batch_size, seed, order="keyed",
+                                  epoch_end_points=1)
         self.best: dict[str, Any] = {"val": -1.0, "epoch": -1}
         self.bad_epochs = 0
         self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0, "reprogrammed": 0}
@@ -247,12 +263,9 @@ class KStateTraining(ChipProtocol):
         with torch_threads(self.settings.threads):
             yield from self._run(ctx)
 
-    def _total(self) -> int:
-        return 1 + self.settings.max_epochs * (self.batches + 1) + 2
-
     def _run(self, ctx: RunContext) -> Iterator[Progress]:
         s, w, data = self.settings, ctx.writer, self.data
-        if self.phase == "program":
+        if self.phase is Phase.PROGRAM:
             if s.mode == "insitu":
                 before = self.chip.counters
                 self.chip.reset(self.idx)
@@ -260,15 +273,13 @@ class KStateTraining(ChipProtocol):
                 self.levels = self._program(self.idx, self.target, torch.zeros_like(self.target), "programming")
             else:
                 self.levels = self._model_land(self.target)
-            self.phase = "train"
-            self.step += 1
-            yield Progress(self.step, self._total(), "program")
-        n = len(data.y_train)
-        while self.phase == "train":
+            self.phase = Phase.TRAIN
+            yield self.safe_point("program")
+        cur = self.cursor
+        while self.phase is Phase.TRAIN:
             t0 = time.perf_counter()
-            perm = epoch_permutation(self.seed, self.epoch, n)
-            while self.batch < self.batches:
-                sel = perm[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
+            while not cur.end_of_epoch:
+                sel = cur.next_batch()
                 loss, correct, changed = self.train_step(data.x_train[sel], data.y_train[sel])
                 a = self.acc
                 a["loss"] += loss
@@ -276,14 +287,13 @@ class KStateTraining(ChipProtocol):
                 a["correct"] += correct
                 a["seen"] += len(sel)
                 a["reprogrammed"] += changed
-                self.batch += 1
-                self.step += 1
+                cur.advance(len(sel))
                 self.t_train += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                yield Progress(self.step, self._total(), "train", {"epoch": self.epoch, "loss": a["loss"] / a["batches"],
-                                                                    "accuracy": a["correct"] / a["seen"]})
+                yield self.safe_point("train", {"epoch": cur.epoch, "loss": a["loss"] / a["batches"],
+                                                "accuracy": a["correct"] / a["seen"]})
             yield from self._end_epoch(w)
-        if self.phase == "final":
+        if self.phase is Phase.FINAL:
             yield from self._final(w)
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int, int]:
@@ -316,32 +326,29 @@ class KStateTraining(ChipProtocol):
             return float(torch.nn.functional.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
 
     def _end_epoch(self, w) -> Iterator[Progress]:
-        s, data = self.settings, self.data
+        s, data, epoch = self.settings, self.data, self.cursor.epoch
         levels = self._read_levels("forward_reads")[:, 0] if s.mode == "insitu" else self.levels
         val_loss, val = self._evaluate_levels(data.x_val, data.y_val, levels) if len(data.y_val) else (float("nan"), 0.0)
         a = self.acc
         spent = {k: sum(self.ledger[g][k] for g in ("programming", "forward_reads")) for k in ("pulses", "reads", "energy_j")}
-        row = (self.epoch, a["loss"] / max(a["batches"], 1), a["correct"] / max(a["seen"], 1), val_loss, val,
+        row = (epoch, a["loss"] / max(a["batches"], 1), a["correct"] / max(a["seen"], 1), val_loss, val,
                a["reprogrammed"] / self.synapses, spent["pulses"], spent["reads"], spent["energy_j"], self.t_train)
         if w is not None:
             w.append("train/metrics", np.array([row], dtype=METRICS_DTYPE))
             w.append("train/target_levels", self.target.to(torch.int8).numpy()[None])
         if val > self.best["val"]:
-            self.best = {"val": val, "epoch": self.epoch, "w": [t.detach().clone() for t in self.w],
+            self.best = {"val": val, "epoch": epoch, "w": [t.detach().clone() for t in self.w],
                          "gain": [t.detach().clone() for t in self.gain], "b": [t.detach().clone() for t in self.b],
                          "target": self.target.clone(), "levels": self.levels.clone()}
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        self.epoch += 1
-        self.batch = 0
         self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0, "reprogrammed": 0}
-        if self.epoch >= s.max_epochs or self.bad_epochs >= s.patience:
+        if self.cursor.next_epoch() or self.bad_epochs >= s.patience:
             self._restore_best()
-            self.phase = "final"
-        self.step += 1
-        yield Progress(self.step, self._total(), "epoch", {"epoch": self.epoch - 1, "loss": row[1], "accuracy": row[2],
-                                                          "val_accuracy": val, "reprogrammed": row[5]})
+            self.phase = Phase.FINAL
+        yield self.safe_point("epoch", {"epoch": epoch, "loss": row[1], "accuracy": row[2], "val_accuracy": val,
+                                        "reprogrammed": row[5]})
 
     def _restore_best(self) -> None:
         """Back to the best-validation parameters; in-situ, the chip is re-programmed to their targets."""
@@ -382,7 +389,7 @@ class KStateTraining(ChipProtocol):
         held = levels_seen
         st = self.prog_stats
         led = {k: Counters(**v) for k, v in self.ledger.items()}
-        train_samples = max(self.epoch, 1) * len(data.y_train)
+        train_samples = max(self.cursor.epoch, 1) * len(data.y_train)
         prog = led["programming"]
         self.results = {
             "test_accuracy": correct / n_test,
@@ -391,7 +398,7 @@ class KStateTraining(ChipProtocol):
             "write_verify_success": st["reached"] / st["requested"] if st["requested"] else 1.0,
             "write_verify_rounds_mean": st["rounds"] / st["calls"] if st["calls"] else 0.0,
             "best_epoch": self.best["epoch"],
-            "epochs": self.epoch,
+            "epochs": self.cursor.epoch,
             "val_accuracy": self.best["val"],
             "train_time_s": self.t_train,
             "programming_pulses": prog.pulses,
@@ -416,42 +423,11 @@ class KStateTraining(ChipProtocol):
             w.write("energy/ledger", np.array([counters_row(k, led[k]) for k in
                                                ("programming", "forward_reads", "final_programming", "test")],
                                               dtype=COUNTER_DTYPE))
-        self.phase = "done"
-        self.step += 1
-        yield Progress(self.step, self.step, "test", {"test_accuracy": self.results["test_accuracy"]})
+        self.phase = Phase.DONE
+        yield self.safe_point("test", {"test_accuracy": self.results["test_accuracy"]}, last=True)
 
     # ------------------------------------------------------------------ results and resume
     def summary(self) -> dict[str, Any]:
         s = self.settings
         return {"protocol": self.kind, "mode": s.mode, "levels": self.k, "network": "-".join(map(str, self.sizes)),
                 "synapses": self.synapses, "margin": s.margin, **self.results}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase, "step": self.step, "epoch": self.epoch, "batch": self.batch,
-            "w": [t.detach().clone() for t in self.w], "gain": [t.detach().clone() for t in self.gain],
-            "b": [t.detach().clone() for t in self.b], "opt": self.opt.state_dict(),
-            "target": self.target.clone(), "levels": self.levels.clone(),
-            "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "best": {k: (v.clone() if isinstance(v, Tensor) else [t.clone() for t in v] if isinstance(v, list) else v)
-                     for k, v in self.best.items()},
-            "bad_epochs": self.bad_epochs, "acc": dict(self.acc), "ledger": {k: dict(v) for k, v in self.ledger.items()},
-            "prog_stats": dict(self.prog_stats), "t_train": self.t_train,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.phase, self.step, self.epoch, self.batch = state["phase"], state["step"], state["epoch"], state["batch"]
-        with torch.no_grad():
-            for dst, src in zip(self.w + self.gain + self.b, state["w"] + state["gain"] + state["b"]):
-                dst.copy_(src)
-        self.opt.load_state_dict(state["opt"])
-        self.target = state["target"].clone()
-        self.levels = state["levels"].clone()
-        self.gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        self.best = dict(state["best"])
-        self.bad_epochs = state["bad_epochs"]
-        self.acc = dict(state["acc"])
-        self.ledger = {k: dict(v) for k, v in state["ledger"].items()}
-        self.prog_stats = dict(state["prog_stats"])
-        self.t_train = state["t_train"]

@@ -33,25 +33,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from enum import Enum
 from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from analysis.fitting import FitResult
 from analysis.switching_laws import logistic_depinning
 from labctl.chip import Counters, SynapseArray
 from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
 from . import datasets
-from .base import ChipProtocol
+from .base import ChipProtocol, EpochCursor, Kind
 from .calibration import Calibration, CalibrationSettings
 from .training import (
-    COUNTER_DTYPE, METRICS_DTYPE, Prepared, TrainingSettings, counters_delta, counters_row, epoch_permutation,
-    inward_f32, prepare_data, torch_threads, train_float, training_specs,
+    COUNTER_DTYPE, METRICS_DTYPE, Prepared, TrainingSettings, counters_delta, counters_row, inward_f32, prepare_data, torch_threads, train_float, training_specs,
 )
 
 Tensor = torch.Tensor
@@ -166,6 +164,13 @@ class MeanVarSettings(TrainingSettings):
 
 
 # ---------------------------------------------------------------------------- the protocol
+class Phase(str, Enum):
+    CALIBRATE = "calibrate"
+    TRAIN = "train"
+    TEST = "test"
+    DONE = "done"
+
+
 class MeanVarTraining(ChipProtocol):
     """Single-layer classifier of stochastic binary DW synapses, mean/variance rule (see module docstring)."""
 
@@ -173,6 +178,13 @@ class MeanVarTraining(ChipProtocol):
     settings_model = MeanVarSettings
     families = ("dw_nanowire",)
     envelope_fields = {"width": "width"}  # trained amplitudes are clamped into the envelope
+    resumable = {
+        "phase": Kind.PHASE, "calibration": Kind.NESTED, "cursor": Kind.CURSOR,
+        "h": Kind.TENSOR, "bias": Kind.TENSOR, "opt": Kind.OPTIMIZER, "law": Kind.TENSOR, "gen": Kind.GENERATOR,
+        "best": Kind.VALUE, "bad_epochs": Kind.VALUE, "acc": Kind.VALUE, "marks": Kind.VALUE,
+        "t_train": Kind.VALUE, "results": Kind.VALUE, "test_accuracies": Kind.VALUE,
+    }
+    fixed_safe_points = 2  # the law set, the test
 
     @classmethod
     def derived_pulses(cls, settings: MeanVarSettings) -> list:
@@ -205,14 +217,14 @@ class MeanVarTraining(ChipProtocol):
             self.calibration = Calibration(f"{name}-calibration", cal, chip, seed)
         self.batches = math.ceil(len(self.data.y_train) / s.batch_size)
         self.gen = torch.Generator().manual_seed(seed)
-        self.phase = "calibrate"
-        self.step = 0
-        self.epoch = 0
-        self.batch = 0
-        self.h: Tensor | None = None  # (C, D) trained amplitudes in amplitude_unit (leaf, requires grad)
-        self.bias: Tensor | None = None
-        self.opt: torch.optim.Adam | None = None
-        self.law: dict[str, Tensor] = {}
+        self.phase = Phase.CALIBRATE
+        self.cursor = EpochCursor(len(self.data.y_train), s.max_epochs, s.batch_size, seed, order="keyed",
+                                  epoch_end_points=1)
+        # (C, D) trained amplitudes in amplitude_unit and (C,) biases: set after calibration (_init_params)
+        self.h = torch.zeros(self.c, self.d, requires_grad=True)
+        self.bias = torch.zeros(self.c, requires_grad=True)
+        self.opt = torch.optim.Adam([self.h, self.bias], lr=s.lr)
+        self.law: dict[str, Tensor] = {k: torch.zeros(self.c, self.d) for k in ("x0", "dx", "a")}
         self.best: dict[str, Any] = {"val": -1.0, "epoch": -1, "h": None, "bias": None}
         self.bad_epochs = 0
         self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0}
@@ -267,9 +279,9 @@ class MeanVarTraining(ChipProtocol):
         s = self.settings
         g = torch.Generator().manual_seed(self.seed + 7919)
         h0 = self.law["x0"] / s.amplitude_unit + s.init_spread * torch.randn(self.c, self.d, generator=g)
-        self.h = h0.clamp(self.h_lo, self.h_hi).requires_grad_(True)
-        self.bias = torch.zeros(self.c, requires_grad=True)
-        self.opt = torch.optim.Adam([self.h, self.bias], lr=s.lr)
+        with torch.no_grad():  # in place: the optimiser holds h and bias
+            self.h.copy_(h0.clamp(self.h_lo, self.h_hi))
+            self.bias.zero_()
 
     def _measure(self, x: Tensor, h_tesla: Tensor, p: Tensor, n_meas: int, on_chip: bool) -> Tensor:
         if on_chip:
@@ -311,10 +323,6 @@ class MeanVarTraining(ChipProtocol):
         return float(np.mean(losses)), accs
 
     # ------------------------------------------------------------------ the run
-    def _total(self) -> int:
-        cal = len(self.calibration.blocks) + 1 if self.calibration is not None else 0
-        return cal + 1 + self.settings.max_epochs * (self.batches + 1) + 1
-
     def _mark(self, stage: str) -> None:
         self.marks[stage] = self.chip.counters.as_dict()
 
@@ -324,47 +332,42 @@ class MeanVarTraining(ChipProtocol):
 
     def _run(self, ctx: RunContext) -> Iterator[Progress]:
         s, w, data = self.settings, ctx.writer, self.data
-        total = self._total()
-        if self.phase == "calibrate":
+        if self.phase is Phase.CALIBRATE:
             if "start" not in self.marks:
                 self._mark("start")
             if self.calibration is not None:
                 for prog in self.calibration.run(ctx):
-                    self.step += 1
-                    yield Progress(self.step, total, "calibrate", prog.metrics)
+                    yield self.safe_point("calibrate", prog.metrics)
             self._set_law()
             self._init_params()
             self._mark("calibrated")
             if w is not None:
                 w.write("model/law", torch.stack([self.law[k] for k in ("x0", "dx", "a")]).double().numpy())
-            self.phase = "train"
-            self.step += 1
-            yield Progress(self.step, total, "calibrated")
+            self.phase = Phase.TRAIN
+            yield self.safe_point("calibrated")
         train_on_chip = s.forward == "chip"
-        n = len(data.y_train)
-        while self.phase == "train":
+        cur = self.cursor
+        while self.phase is Phase.TRAIN:
             t0 = time.perf_counter()
-            perm = epoch_permutation(self.seed, self.epoch, n)
-            while self.batch < self.batches:
-                sel = perm[self.batch * s.batch_size:(self.batch + 1) * s.batch_size]
+            while not cur.end_of_epoch:
+                sel = cur.next_batch()
                 loss, correct = self.train_step(data.x_train[sel], data.y_train[sel])
                 a = self.acc
                 a["loss"] += loss
                 a["batches"] += 1
                 a["correct"] += correct
                 a["seen"] += len(sel)
-                self.batch += 1
-                self.step += 1
+                cur.advance(len(sel))
                 self.t_train += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                yield Progress(self.step, total, "train", {"epoch": self.epoch, "loss": a["loss"] / a["batches"],
-                                                             "accuracy": a["correct"] / a["seen"]})
+                yield self.safe_point("train", {"epoch": cur.epoch, "loss": a["loss"] / a["batches"],
+                                                "accuracy": a["correct"] / a["seen"]})
             yield from self._end_epoch(w, train_on_chip)
-        if self.phase == "test":
+        if self.phase is Phase.TEST:
             yield from self._test(w)
 
     def _end_epoch(self, w, on_chip: bool) -> Iterator[Progress]:
-        s, data = self.settings, self.data
+        s, data, epoch = self.settings, self.data, self.cursor.epoch
         val_loss, val_accs = self.evaluate(data.x_val, data.y_val, s.val_passes, on_chip=on_chip) if len(data.y_val) \
             else (float("nan"), [0.0])
         val = float(np.mean(val_accs))
@@ -372,28 +375,25 @@ class MeanVarTraining(ChipProtocol):
             p = self.probability(self.amplitude())
         since = counters_delta(self.chip.counters, Counters(**self.marks["calibrated"]))
         a = self.acc
-        row = (self.epoch, a["loss"] / max(a["batches"], 1), a["correct"] / max(a["seen"], 1), val_loss, val,
+        row = (epoch, a["loss"] / max(a["batches"], 1), a["correct"] / max(a["seen"], 1), val_loss, val,
                fraction_mid(p), since.pulses, since.reads, since.energy_j, self.t_train)
         if w is not None:
             w.append("train/metrics", np.array([row], dtype=METRICS_DTYPE))
             w.append("train/amplitude", self.amplitude().detach().numpy()[None])
         if val > self.best["val"]:
-            self.best = {"val": val, "epoch": self.epoch, "h": self.h.detach().clone(), "bias": self.bias.detach().clone()}
+            self.best = {"val": val, "epoch": epoch, "h": self.h.detach().clone(), "bias": self.bias.detach().clone()}
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        self.epoch += 1
-        self.batch = 0
         self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0}
-        if self.epoch >= s.max_epochs or self.bad_epochs >= s.patience:
+        if self.cursor.next_epoch() or self.bad_epochs >= s.patience:
             with torch.no_grad():
                 self.h.copy_(self.best["h"])
                 self.bias.copy_(self.best["bias"])
             self._mark("trained")
-            self.phase = "test"
-        self.step += 1
-        yield Progress(self.step, self._total(), "epoch", {"epoch": self.epoch - 1, "loss": row[1], "accuracy": row[2],
-                                                          "val_accuracy": val, "fraction_mid": row[5]})
+            self.phase = Phase.TEST
+        yield self.safe_point("epoch", {"epoch": epoch, "loss": row[1], "accuracy": row[2], "val_accuracy": val,
+                                        "fraction_mid": row[5]})
 
     def _test(self, w) -> Iterator[Progress]:
         s, data = self.settings, self.data
@@ -415,7 +415,7 @@ class MeanVarTraining(ChipProtocol):
             "continuous_test_accuracy": cont,
             "fraction_mid": fraction_mid(p),
             "best_epoch": self.best["epoch"],
-            "epochs": self.epoch,
+            "epochs": self.cursor.epoch,
             "val_accuracy": self.best["val"],
             "train_time_s": self.t_train,
             "calibration_energy_j": cal.energy_j,
@@ -436,49 +436,11 @@ class MeanVarTraining(ChipProtocol):
             w.write("test/accuracy", np.array(accs))
             rows = [counters_row("calibration", cal), counters_row("training", train), counters_row("test", test)]
             w.write("energy/ledger", np.array(rows, dtype=COUNTER_DTYPE))
-        self.phase = "done"
-        self.step += 1
-        yield Progress(self.step, self.step, "test", {"test_accuracy": self.results["test_accuracy"]})
+        self.phase = Phase.DONE
+        yield self.safe_point("test", {"test_accuracy": self.results["test_accuracy"]}, last=True)
 
     # ------------------------------------------------------------------ results and resume
     def summary(self) -> dict[str, Any]:
         s = self.settings
         return {"protocol": self.kind, "forward": s.forward, "measurements": s.measurements, "data": s.data,
                 "synapses": self.synapses, **self.results}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase, "step": self.step, "epoch": self.epoch, "batch": self.batch,
-            "h": None if self.h is None else self.h.detach().clone(),
-            "bias": None if self.bias is None else self.bias.detach().clone(),
-            "opt": None if self.opt is None else self.opt.state_dict(),
-            "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "law": {k: v.clone() for k, v in self.law.items()},
-            "best": dict(self.best), "bad_epochs": self.bad_epochs, "acc": dict(self.acc),
-            "marks": {k: dict(v) for k, v in self.marks.items()}, "t_train": self.t_train,
-            "calibration": None if self.calibration is None else self.calibration.state_dict(),
-            # plain tensors, so that the checkpoint loads with torch.load(weights_only=True)
-            "calibration_fit": None if self.calibration is None else [asdict(f) for f in self.calibration.fits],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.phase, self.step, self.epoch, self.batch = state["phase"], state["step"], state["epoch"], state["batch"]
-        self.law = {k: v.clone() for k, v in state["law"].items()}
-        if state["h"] is not None:
-            self.h = state["h"].clone().requires_grad_(True)
-            self.bias = state["bias"].clone().requires_grad_(True)
-            self.opt = torch.optim.Adam([self.h, self.bias], lr=self.settings.lr)
-            self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        self.best = dict(state["best"])
-        self.bad_epochs = state["bad_epochs"]
-        self.acc = dict(state["acc"])
-        self.marks = {k: dict(v) for k, v in state["marks"].items()}
-        self.t_train = state["t_train"]
-        if self.calibration is not None and state["calibration"] is not None:
-            self.calibration.load_state_dict(state["calibration"])
-            self.calibration.fits = [FitResult(**f) for f in state["calibration_fit"] or []]
-            self.calibration.fit = self.calibration.fits[0] if self.calibration.fits else None
-
-

@@ -2,8 +2,7 @@
 
 Pure tensor code, no chip access: choosing the few labelled samples per class, the delta-rule
 read-out, a logistic-regression baseline on raw features, majority labelling of WTA neurons,
-voting by class-response rates over the first k neurons to fire, and helpers to keep a
-``torch.Generator`` in a protocol's ``state_dict``.
+and voting by class-response rates over the first k neurons to fire.
 """
 
 from __future__ import annotations
@@ -80,16 +79,6 @@ def majority_labels(winners: Tensor, y: Tensor, neurons: int, classes: int) -> T
     counts.index_put_((winners[ok], y[ok]), torch.ones(int(ok.sum()), dtype=torch.int64), accumulate=True)
     labels = counts.argmax(1)
     return torch.where(counts.sum(1) > 0, labels, torch.full_like(labels, -1))
-
-
-def generator_state(gen: torch.Generator) -> Tensor:
-    return gen.get_state().clone()
-
-
-def restore_generator(state: Tensor) -> torch.Generator:
-    gen = torch.Generator()
-    gen.set_state(state.clone())
-    return gen
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from labctl.store import DatasetSpec
 
 from . import datasets
 from .base import Settings
+from .cursor import EpochCursor, epoch_permutation  # noqa: F401  (the training protocols' loop over data)
 
 #: One row of ``/train/metrics`` per epoch (compound dataset, appended as training goes).
 METRICS_DTYPE = np.dtype([
@@ -113,11 +114,6 @@ def inward_f32(lo: float, hi: float) -> tuple[float, float]:
     return float(lo32), float(hi32)
 
 
-def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """Order of the training samples in ``epoch``: a function of (seed, epoch) only, so resumes replay it."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(1_000_003 * (seed + 1) + epoch))
-
-
 def counters_row(stage: str, c: Counters) -> tuple:
     return (stage.encode()[:16], c.pulses, c.resets, c.reads, c.trials, c.energy_j)
 
@@ -194,62 +190,3 @@ def train_float(data: Prepared, sizes: list[int], *, seed: int, lr: float, batch
     with torch.no_grad():
         test = accuracy(model(data.x_test), data.y_test)
     return {"test_accuracy": test, "val_accuracy": best, "best_epoch": best_epoch, "epochs": epoch + 1}
-
-
-class EpochCursor:
-    """Where a sample-by-sample training run is: the epoch, and the place in that epoch's order.
-
-    The training samples are visited in a fresh random order each epoch (``shuffle``, drawn from
-    the cursor's own generator), ``batch`` samples per safe point. Part of a protocol's checkpoint.
-    """
-
-    def __init__(self, samples: int, epochs: int, batch: int, seed: int):
-        self.samples, self.epochs, self.batch = samples, epochs, batch
-        self.gen = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self.pos = 0  # samples done in this epoch
-        self.perm = torch.arange(samples)
-
-    @property
-    def per_epoch(self) -> int:
-        """Safe points (batches) per epoch."""
-        return -(-self.samples // self.batch)
-
-    @property
-    def total(self) -> int:
-        """Samples in the whole run."""
-        return self.epochs * self.samples
-
-    @property
-    def done(self) -> int:
-        """Samples done so far."""
-        return self.epoch * self.samples + self.pos
-
-    @property
-    def step(self) -> int:
-        """Batches done so far."""
-        return self.epoch * self.per_epoch + -(-self.pos // self.batch)
-
-    def shuffle(self) -> None:
-        self.perm = torch.randperm(self.samples, generator=self.gen)
-
-    def next_batch(self) -> torch.Tensor:
-        """Indices of the next batch of training samples."""
-        return self.perm[self.pos:min(self.pos + self.batch, self.samples)]
-
-    def advance(self, k: int) -> bool:
-        """Move past ``k`` samples (reshuffling at an epoch's end); True once the last epoch is done."""
-        self.pos += k
-        if self.pos >= self.samples:
-            self.epoch += 1
-            self.pos = 0
-            self.shuffle()
-        return self.epoch >= self.epochs
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "pos": self.pos, "perm": self.perm.clone(), "gen": self.gen.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self.perm = state["perm"].clone()
-        self.gen.set_state(state["gen"])
