@@ -1,131 +1,59 @@
 """The ``labctl`` command: run protocols, calibrate, inspect run files, list embedded files.
 
 Exit codes: 0 success, 1 the run failed (or was aborted), 2 bad input (configuration, file,
-arguments). Errors are one line on stderr naming the file and key at fault.
+arguments). Every expected error is one line on stderr naming the file and key at fault; no
+traceback reaches the user (``--debug`` shows it for an unexpected one).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
+import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from . import __version__
-from .config import (ConfigError, ProtocolFile, ProtocolHeader, StationConfig, embedded_names,
-                     load_protocol_file, load_station, validate)
-from .engine import SUMMARY, SUMMARY_SPEC, RunEngine, RunOutcome
-from .station import open_chip
-from .store import RunFileError, RunReader, RunWriter, recover
+from .config import ConfigError, ProtocolHeader, StationConfig, embedded_names, load_protocol_file, load_station
+from .console import Console
+from .engine import SUMMARY, RunEngine, RunOutcome
+from .runs import BadInput, build, check, create_run_file, default_out, open_for_resume, prepare, take_lock
+from .store import RunFileError, RunReader, RunWriter
+
+__all__ = ["BadInput", "build", "create_run_file", "default_out", "execute", "main", "prepare", "run_info"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_PROTOCOL = "train-meanvar"
 
 
-class BadInput(Exception):
-    """Bad command-line input; the message is shown as is and the exit code is 2."""
-
-
-# ---------------------------------------------------------------------------- building a run
-def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | None = None, *,
-          overrides: dict | None = None, chip_seed: int | None = None):
-    """Open the station's chip and build the protocol a validated protocol file describes.
-
-    ``overrides`` replace settings of the file (validated like them); ``chip_seed`` replaces the
-    station's physics seed (another simulated chip of the same design).
-    """
-    from protocols import REGISTRY
-
-    header = pfile.protocol
-    cls = REGISTRY.get(header.kind)
-    if cls is None:
-        raise ConfigError(f"{source}: key 'protocol.kind': expected one of {sorted(REGISTRY)} (got {header.kind!r})")
-    settings = validate(cls.settings_model, {**pfile.settings, **(overrides or {})}, source, prefix="settings")
-    chip = open_chip(station, seed=chip_seed)
-    try:
-        protocol = cls(header.name, settings, chip, seed=header.seed if seed is None else seed)
-    except ValueError as exc:
-        chip.close()
-        raise ConfigError(f"{source}: {exc}") from None
-    return protocol, chip
-
-
-def prepare(protocol_ref: str, station_ref: str | None = None, seed: int | None = None, *,
-            overrides: dict | None = None, chip_seed: int | None = None):
-    """Load a protocol file and its station (the protocol's default unless given), build both.
-
-    Returns (protocol, chip, station config, protocol file). Raises ConfigError for bad input.
-    ``overrides`` and ``chip_seed`` as in :func:`build` (for sweeps and tests).
-    """
-    pfile, source = load_protocol_file(protocol_ref)
-    station = load_station(station_ref or pfile.protocol.station)
-    protocol, chip = build(pfile, source, station, seed, overrides=overrides, chip_seed=chip_seed)
-    return protocol, chip, station, pfile
-
-
-def default_out(name: str) -> Path:
-    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.h5"
-
-
-def create_run_file(protocol, chip, station: StationConfig, pfile: ProtocolFile, out: Path) -> RunWriter:
-    """A new run file with everything needed to understand and resume the run in its attributes."""
-    attrs = {
-        "protocol_name": pfile.protocol.name,
-        "protocol_kind": pfile.protocol.kind,
-        "protocol": pfile.model_dump(),
-        "station_name": station.station.name,
-        "station": station.model_dump(),
-        "seed": protocol.seed,
-        "command": " ".join(sys.argv),
-    }
-    schema = {**protocol.describe(), SUMMARY: SUMMARY_SPEC}
-    try:
-        return RunWriter(out, attrs=attrs, schema=schema)
-    except FileExistsError as exc:
-        chip.close()
-        raise BadInput(str(exc)) from None
-
-
+# ---------------------------------------------------------------------------- running
 def execute(protocol, chip, writer: RunWriter, *, progress: bool = True, checkpoint_every_s: float | None = 60.0,
-            resumed: bool = False) -> tuple[RunOutcome, float]:
-    """Run a protocol into its run file under the engine; returns the outcome and the duration (s)."""
+            resumed: bool = False, pause_timeout_s: float | None = 600.0) -> tuple[RunOutcome, float]:
+    """Run a protocol into its run file under the engine, controlled from the terminal.
+
+    Returns the outcome and the duration (s). The chip is closed (safe state) whatever happens.
+    """
     engine = RunEngine(chip, writer, checkpoint_every_s=checkpoint_every_s, checkpoint_at_start=not resumed)
-    bar = _progress_bar(engine) if progress else None
+    console = Console(engine, writer.path, progress=progress, pause_timeout_s=pause_timeout_s)
     start = time.perf_counter()
     try:
         with engine.ctrl_c_pauses():
             outcome = engine.run(protocol)
     finally:
-        if bar is not None:
-            bar.close()
-        chip.close()
+        console.close()
+        _close_chip(chip)
     return outcome, time.perf_counter() - start
 
 
-def _progress_bar(engine: RunEngine):
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, unit="step", disable=None, file=sys.stderr, leave=False)
-
-    def on(name: str, doc: dict) -> None:
-        if name == "progress":
-            if doc["total"] is not None and bar.total != doc["total"]:
-                bar.total = doc["total"]
-            bar.set_description(doc["stage"] or "run")
-            bar.n = doc["step"]
-            bar.refresh()
-        elif name == "event" and doc["kind"] in ("pause", "resume", "abort"):
-            bar.write(f"{doc['kind']}: {doc['reason']}")
-
-    engine.subscribe(on)
-    return bar
+def _close_chip(chip) -> None:
+    """Close the chip; a failure to confirm its safe state is said, never hidden."""
+    try:
+        chip.close()
+    except Exception as exc:  # the run is over; the user must learn that the outputs may be on
+        print(f"labctl: warning: closing the chip failed, its safe state is NOT confirmed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- printing
@@ -158,9 +86,11 @@ def run_info(path: str) -> dict[str, Any]:
         attrs = reader.attrs
         summary: dict[str, Any] = {}
         if SUMMARY in reader.names():
-            raw = reader.dataset(SUMMARY).tobytes()
-            summary = json.loads(raw.decode()) if raw else {}
+            summary = reader.json_dataset(SUMMARY) or {}
+            if not isinstance(summary, dict):
+                raise RunFileError(f"{path}: its summary is damaged (expected a JSON object)")
         events = reader.events()
+        checkpoint = reader.latest_checkpoint()
         return {
             "file": str(path),
             "format": attrs.get("format"),
@@ -171,6 +101,7 @@ def run_info(path: str) -> dict[str, Any]:
             "seed": attrs.get("seed"),
             "exit_status": reader.exit_status(),
             "reason": next((e["reason"] for e in reversed(events) if e["kind"] == "stop"), ""),
+            "resumable_from_step": None if checkpoint is None else checkpoint[0],
             "metrics": {k: v for k, v in summary.items() if k != "counters"},
             "counters": summary.get("counters", {}),
             "events": [{k: e[k] for k in ("kind", "status", "reason", "step")} for e in events],
@@ -180,52 +111,64 @@ def run_info(path: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- commands
 def cmd_run(args) -> int:
-    protocol, chip, station, pfile = prepare(args.protocol or DEFAULT_PROTOCOL, args.station, args.seed)
+    pfile, source = load_protocol_file(args.protocol or DEFAULT_PROTOCOL)
+    station_ref = args.station or pfile.protocol.station
+    station = load_station(station_ref)
+    check(pfile, source, station)  # before anything is opened or created
     out = Path(args.out) if args.out else default_out(pfile.protocol.name)
-    writer = create_run_file(protocol, chip, station, pfile, out)
-    outcome, duration = execute(protocol, chip, writer, progress=not args.no_progress,
-                                checkpoint_every_s=args.checkpoint_every)
-    print_summary(outcome, out, duration, pfile.protocol, station)
-    return report(outcome)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = take_lock(out)  # before the chip is opened: a second writer never drives the instruments
+    try:
+        protocol, chip = build(pfile, source, station, args.seed)
+        try:
+            writer = create_run_file(protocol, chip, station, pfile, out, station_source=station_ref,
+                                     overwrite=args.overwrite, lock=lock)
+        except BaseException:
+            _close_chip(chip)
+            raise
+        outcome, duration = execute(protocol, chip, writer, progress=not args.no_progress,
+                                    checkpoint_every_s=args.checkpoint_every, pause_timeout_s=args.pause_timeout)
+    finally:
+        lock.release()
+    print_summary(outcome, writer.path, duration, pfile.protocol, station)
+    return report(outcome, writer.path)
 
 
-def report(outcome: RunOutcome) -> int:
-    """Exit code of a finished run; a failure also gets one line on stderr."""
-    if outcome.status != "success":
-        print(f"labctl: run failed: {outcome.reason} (the chip was left in its safe state)", file=sys.stderr)
+def report(outcome: RunOutcome, path: Path) -> int:
+    """Exit code of a finished run; a failure also says whether the chip is safe and how to go on."""
+    if outcome.status == "success":
+        return outcome.exit_code
+    if getattr(outcome, "safe", True):
+        state = "the chip was left in its safe state"
+    else:
+        state = "the chip's safe state could NOT be confirmed: check the instruments' outputs"
+    print(f"labctl: run failed: {outcome.reason} ({state})", file=sys.stderr)
+    if _resumable(path):
+        print(f"labctl: to continue it: labctl resume {path}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _resumable(path: Path) -> bool:
+    try:
+        with RunReader(path) as reader:
+            return reader.latest_checkpoint() is not None
+    except RunFileError:
+        return False
 
 
 def cmd_resume(args) -> int:
     """Continue a run from its last checkpoint, in the same file (after a crash, a pause or an abort)."""
-    path = Path(args.file)
-    with RunReader(path) as reader:
-        attrs, status, latest = reader.attrs, reader.exit_status(), reader.latest_checkpoint()
-    if status == "success":
-        raise BadInput(f"{path}: the run finished successfully; there is nothing to resume")
-    if latest is None:
-        raise BadInput(f"{path}: holds no checkpoint to resume from")
-    step, payload = latest
-    pfile = validate(ProtocolFile, attrs.get("protocol"), f"{path} (attribute 'protocol')")
-    station = validate(StationConfig, attrs.get("station"), f"{path} (attribute 'station')")
-    protocol, chip = build(pfile, str(path), station, attrs.get("seed"))
-    try:  # weights_only: a run file is data, and loading it must not run code
-        state = torch.load(io.BytesIO(payload), weights_only=True)
-        protocol.load_state_dict(state["plan"])
-    except Exception as exc:  # a checkpoint this version cannot use: say so, do not crash
-        chip.close()
-        raise BadInput(f"{path}: the checkpoint at step {step} cannot be loaded ({type(exc).__name__}: {exc})") from None
-    if "chip" in state and hasattr(chip, "load_state_dict"):
-        chip.load_state_dict(state["chip"])
-    if status == "incomplete":  # left by a killed writer: copy it into a clean file, then continue that
-        clean = recover(path, path.with_name(path.stem + ".recovering.h5"))
-        os.replace(clean, path)
-    writer = RunWriter.reopen(path, reason=f"resume from checkpoint at step {step}",
-                              truncate={**state["rows"], SUMMARY: 0})
-    outcome, duration = execute(protocol, chip, writer, progress=not args.no_progress,
-                                checkpoint_every_s=args.checkpoint_every, resumed=True)
-    print_summary(outcome, path, duration, pfile.protocol, station)
-    return report(outcome)
+    job = open_for_resume(args.file, station_ref=args.station)
+    try:
+        for note in job.notes:
+            print(f"labctl: {note}", file=sys.stderr)
+        outcome, duration = execute(job.protocol, job.chip, job.writer, progress=not args.no_progress,
+                                    checkpoint_every_s=args.checkpoint_every, resumed=True,
+                                    pause_timeout_s=args.pause_timeout)
+    finally:
+        job.lock.release()
+    print_summary(outcome, job.path, duration, job.pfile.protocol, job.station)
+    return report(outcome, job.path)
 
 
 def cmd_calibrate(args) -> int:
@@ -235,6 +178,16 @@ def cmd_calibrate(args) -> int:
     return cmd_run(args)
 
 
+def cmd_check(args) -> int:
+    """Validate a protocol and its station, settings against the envelope; open and write nothing."""
+    pfile, source = load_protocol_file(args.protocol or DEFAULT_PROTOCOL)
+    station_ref = args.station or pfile.protocol.station
+    station = load_station(station_ref)
+    check(pfile, source, station)
+    print(f"{source}: ok ({pfile.protocol.kind} on station {station.station.name})")
+    return EXIT_OK
+
+
 def cmd_info(args) -> int:
     info = run_info(args.file)
     if args.json:
@@ -242,6 +195,10 @@ def cmd_info(args) -> int:
         return EXIT_OK
     for key in ("file", "protocol", "kind", "station", "seed", "exit_status", "reason", "labctl_version"):
         print(f"{key:>15}: {info[key]}")
+    if info["exit_status"] != "success":
+        step = info["resumable_from_step"]
+        print(f"{'resume':>15}: " + ("no checkpoint: cannot be resumed" if step is None
+                                   else f"from step {step}: labctl resume {info['file']}"))
     for key, value in {**info["metrics"], **info["counters"]}.items():
         print(f"{key:>15}: {_fmt(value)}")
     print(f"{'events':>15}: " + ", ".join(e["kind"] for e in info["events"]))
@@ -276,32 +233,67 @@ def cmd_list(kind: str):
     return command
 
 
+# ---------------------------------------------------------------------------- arguments
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected 0 <= seed < 2**63, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labctl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"labctl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def run_options(p):
-        p.add_argument("--station", help="station TOML file or embedded name (default: the protocol's)")
-        p.add_argument("--out", help="run file to write (default: runs/<time>-<protocol>.h5)")
-        p.add_argument("--seed", type=int, help="seed of the protocol's randomness (default: the protocol file's)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+    def control_options(p):
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (messages are still shown)")
+        p.add_argument("--checkpoint-every", type=_seconds, default=60.0, metavar="SECONDS",
                        help="seconds between checkpoints (0: at every safe point; default 60)")
+        p.add_argument("--pause-timeout", type=_seconds, default=600.0, metavar="SECONDS",
+                       help="a run paused with Ctrl-C that gets no answer for this long ends, resumable "
+                            "(0: wait for ever; default 600)")
+
+    def run_options(p, station_default: str):
+        p.add_argument("--station", help=f"station TOML file or embedded name (default: {station_default})")
+        p.add_argument("--out", help="run file to write (default: runs/<time>-<protocol>.h5)")
+        p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
+        p.add_argument("--seed", type=_seed, help="seed of the protocol's randomness (default: the protocol file's)")
+        control_options(p)
 
     p = sub.add_parser("run", help="run a protocol (default: the embedded main job)")
     p.add_argument("protocol", nargs="?", help=f"protocol TOML file or embedded name (default: {DEFAULT_PROTOCOL})")
-    run_options(p)
+    run_options(p, "the protocol's")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("calibrate", help="calibrate the station's chip (S-curves and law fits)")
-    run_options(p)
+    run_options(p, "sim-dw")
     p.set_defaults(func=cmd_calibrate, station="sim-dw")
+
+    p = sub.add_parser("check", help="validate a protocol and its station (settings against the envelope); runs nothing")
+    p.add_argument("protocol", nargs="?", help=f"protocol TOML file or embedded name (default: {DEFAULT_PROTOCOL})")
+    p.add_argument("--station", help="station TOML file or embedded name (default: the protocol's)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("resume", help="continue a run file from its last checkpoint")
     p.add_argument("file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--station", help="the station's current file or embedded name (default: the one the run used); "
+                                     "its envelope, intersected with the run file's, limits the resumed run")
+    control_options(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("info", help="summarise a run file")
@@ -318,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
     p = bench_sub.add_parser("serve", help="serve a station's simulated instruments over TCP on 127.0.0.1")
     p.add_argument("--station", required=True, help="station TOML file or embedded name with [instruments]")
-    p.add_argument("--seed", type=int, help="physics seed of the simulated chip (default: the station's)")
+    p.add_argument("--seed", type=_seed, help="physics seed of the simulated chip (default: the station's)")
     p.set_defaults(func=cmd_bench_serve)
 
     sub.add_parser("protocols", help="list embedded protocols").set_defaults(func=cmd_list("protocols"))
@@ -327,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``labctl`` command; returns its exit code (0, 1 or 2), never raises for an expected error."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -335,8 +328,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, RunFileError, BadInput) as exc:
-        print(f"labctl: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(f"error: {exc}", EXIT_BAD_INPUT)
+    except OSError as exc:  # a folder that cannot be written, a disk that is full, ...
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return _fail(f"error: {where}{exc.strerror or exc}", EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return _fail("interrupted before the run started; no run file was written", EXIT_FAILED)
+    except Exception as exc:
+        from instruments import InstrumentError
+
+        if args.debug:
+            raise
+        if isinstance(exc, InstrumentError):
+            return _fail(f"instrument error: {exc}", EXIT_FAILED)
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"labctl: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

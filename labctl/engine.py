@@ -24,7 +24,6 @@ run goes on.
 from __future__ import annotations
 
 import enum
-import inspect
 import io
 import json
 import logging
@@ -435,7 +434,7 @@ class RunEngine:
         self.chip.on_event = None
         if self.writer is not None:
             self.writer.append(SUMMARY, np.frombuffer(json.dumps(summary, default=float).encode(), dtype=np.uint8))
-            _close(self.writer, status, reason, self.step)
+            self.writer.close(status=status, reason=reason, step=self.step)
         self._transition(RunState.DONE, reason)
         self._emit("stop", {"status": status, "reason": reason, "summary": summary, "step": self.step,
                             "safe": unsafe is None})
@@ -490,18 +489,6 @@ class RunEngine:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _close(writer: RunWriter, status: str, reason: str, step: int) -> None:
-    """Close the run file with its stop event at ``step``.
-
-    Transitional: ``RunWriter.close`` takes ``step`` once store.py has it (requested); until then
-    the stop event's step is the store's default (-1). Remove the check when it does.
-    """
-    if "step" in inspect.signature(writer.close).parameters:
-        writer.close(status=status, reason=reason, step=step)
-    else:
-        writer.close(status=status, reason=reason)
 
 
 def _safe_summary(plan: Plan) -> dict[str, Any]:

@@ -866,8 +866,8 @@ class RunWriter:
         if not self._closed:
             self._file.flush()
 
-    def close(self, status: str = "success", reason: str = "") -> None:
-        """Record a ``stop`` event with exit ``status`` and ``reason``, flush and close.
+    def close(self, status: str = "success", reason: str = "", step: int = -1) -> None:
+        """Record a ``stop`` event with exit ``status``, ``reason`` and the last ``step``, flush and close.
 
         The file is moved into place if it was not yet (:meth:`publish`) and the writer lock
         released (if this writer took it). Idempotent: a second call does nothing.
@@ -877,7 +877,7 @@ class RunWriter:
         if status not in EXIT_STATUSES:
             raise ValueError(f"exit status {status!r} must be one of {', '.join(EXIT_STATUSES)}")
         try:
-            self.event("stop", reason=reason, status=status)
+            self.event("stop", reason=reason, status=status, step=step)
             self._file.flush()
             self.publish()
         finally:

@@ -54,18 +54,16 @@ def test_info_on_a_file_that_is_not_a_run_file(tmp_path, capsys):
     assert "notes.h5" in capsys.readouterr().err
 
 
-def test_run_that_breaks_the_envelope_fails_with_exit_1(tmp_path, capsys):
+def test_run_that_breaks_the_envelope_is_refused_before_anything_runs(tmp_path, capsys):
     text = (ROOT / "labctl/defaults/protocols/calibrate-dw.toml").read_text()
     protocol = tmp_path / "hot.toml"
     protocol.write_text(text.replace("amplitude_stop = 8.0e-3", "amplitude_stop = 0.05"))
     out = tmp_path / "hot.h5"
-    assert main(["run", str(protocol), "--out", str(out), "--no-progress"]) == 1
-    assert "EnvelopeError" in capsys.readouterr().err
-    with h5py.File(out, "r") as f:  # closed cleanly: plain h5py opens it
-        assert int(f["calibration/counts"][...].sum()) == 0  # nothing was pulsed
-    capsys.readouterr()
-    assert main(["info", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["exit_status"] == "failed"
+    assert main(["run", str(protocol), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "hot.toml" in err and "settings.amplitude_stop" in err and "0.05" in err and "0.012" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hot.toml"]  # no run file, no lock, no partial
+    assert main(["check", str(protocol)]) == 2
 
 
 KILLER = """

@@ -3,7 +3,6 @@ safe state confirmed (or the run fails), the stop event's step, and chip.on_even
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import threading
@@ -280,8 +279,6 @@ def test_stop_carries_the_last_step(inner, path):
     assert [e["step"] for e in events(path)[0] if e["kind"] == "stop_requested"] == [7]
 
 
-@pytest.mark.xfail("step" not in inspect.signature(RunWriter.close).parameters, strict=True,
-                   reason="needs store.RunWriter.close(status, reason, step) (requested from the store's owner)")
 def test_stop_event_in_the_file_carries_the_last_step(inner, path):
     RunEngine(WatchedChip(inner), writer_at(path), checkpoint_every_s=None).run(Pulser(5))
     assert events(path)[0][-1]["kind"] == "stop" and events(path)[0][-1]["step"] == 5
