@@ -276,12 +276,17 @@ BENCH_ROLES = {"dw_nanowire": ("pulse_source", "field_supply", "kerr_readout", "
 
 
 class BenchFault(Strict):
-    """One injected fault: after ``after`` messages to ``role``, hit ``count`` of them (0 = all)."""
+    """One injected fault: after ``after`` messages to ``role``, hit ``count`` of them (0 = all).
 
-    kind: Literal["timeout", "drop", "garble"]
+    ``outage``: the instrument's server stops answering (refuses connections) for ``duration_s``
+    seconds, as a power-cycled LAN instrument does; a run rides it out (suspends) if it is shorter
+    than the station's ``suspend_timeout_s``."""
+
+    kind: Literal["timeout", "drop", "garble", "outage"]
     role: Literal["pulse_source", "field_supply", "kerr_readout", "positioner", "source_meter", "switch"]
     after: int = Field(0, ge=0, le=10**12, description="messages before the fault")
     count: int = Field(1, ge=0, le=10**12, description="messages hit; 0 = every one from then on (a persistent fault)")
+    duration_s: float = Field(0.0, ge=0, le=86400, description="outage only: seconds until the instrument answers again")
 
 
 class BenchConfig(Strict):

@@ -118,15 +118,10 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
         reset_width=ins.reset_width, read_samples=ins.read_samples, read_dt=ins.read_dt,
         pulse_energy=pulse_energy, read_energy_j=read_energy,
         on_close=running.stop if running is not None else None,
-        suspend_timeout_s=suspend_timeout(station),
+        suspend_timeout_s=station.station.suspend_timeout_s,
     )
     array.bench = running  # the simulated bench this array started (None for real instruments)
     return array
-
-
-def suspend_timeout(station: StationConfig) -> float:
-    """``[station] suspend_timeout_s``: seconds to wait for an instrument that stopped answering (600)."""
-    return float(getattr(station.station, "suspend_timeout_s", 600.0))
 
 
 def role_settings(station: StationConfig, role: str) -> dict:

@@ -74,9 +74,11 @@ def test_protocol_refused_by_station_is_a_message(window, tmp_path):
     assert panel.load("train-meanvar")
     panel.editors["width"].set_text("1")  # valid for the settings model, outside the station envelope
     panel.out.setText(str(tmp_path / "x.h5"))
+    assert "outside the station envelope" in panel.editors["width"].error.text()  # marked beside the field
+    assert not panel.buttons["start"].isEnabled()
     assert window.start_run() is False
-    assert "outside the station envelope" in panel.form_error.text()
     assert window.worker is None
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_not_a_run_file_gives_a_dialog(window, tmp_path):

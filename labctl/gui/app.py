@@ -94,10 +94,12 @@ class MainWindow(QMainWindow):
         p.resume_clicked.connect(lambda: self.worker and self.worker.resume())
         p.stop_clicked.connect(lambda: self.worker and self.worker.stop())
         p.abort_clicked.connect(lambda: self.worker and self.worker.abort())
+        self.station_panel.station_changed.connect(p.set_station)  # settings checked against its envelope
         if station is not None:
             self.station_panel.select(station)
         elif p.pfile is not None:
             self.station_panel.select(p.pfile.protocol.station)
+        p.set_station(self.station_panel.config)
         self.redraw_timer = QTimer(self)
         self.redraw_timer.setInterval(DRAIN_MS)
         self.last_redraw = 0.0
@@ -152,7 +154,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ running a protocol
     def start_run(self) -> bool:
         """Build the chosen protocol on the chosen station and run it in a worker thread."""
-        from labctl.cli import BadInput, build, create_run_file, default_out
+        from labctl.runs import BadInput, build, create_run_file, default_out
 
         if self.worker is not None:
             return False
@@ -244,7 +246,8 @@ class MainWindow(QMainWindow):
             self.watcher.tick()
         self.views.redraw(all_views=True)
         self._set_state("done")
-        text = f"{result['status']} ({result['reason']}) after {result['duration_s']:.1f} s; chip in safe state"
+        safe = "chip in safe state" if result.get("safe", True) else "chip safe state NOT confirmed: check the outputs"
+        text = f"{result['status']} ({result['reason']}) after {result['duration_s']:.1f} s; {safe}"
         if result.get("error"):
             text += f" \u2014 {result['error']}"
         self.protocol_panel.status.setText(text)
