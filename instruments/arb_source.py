@@ -66,5 +66,9 @@ class TwoChannelArbSource(PulseSource):
         d.ch_1.output = False
         d.ch_2.output = False
 
+    def _output_state(self, d) -> tuple[str, bool | None]:
+        on = [d.ask(f"OUTP{ch}?").strip().upper() not in ("0", "OFF") for ch in (1, 2)]
+        return f"ch1 {'on' if on[0] else 'off'}, ch2 {'on' if on[1] else 'off'}", not any(on)
+
     def _errors(self, d) -> list[str]:
         return scpi_errors(d)

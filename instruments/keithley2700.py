@@ -74,5 +74,10 @@ class Keithley2700Switch(Switch):
     def _blind_safe_state(self, d) -> None:
         d.open_all_channels()
 
+    def _output_state(self, d) -> tuple[str, bool | None]:
+        closed = d.ask(":ROUT:MULT:CLOS?").strip()
+        is_open = closed == "(@)"
+        return ("all channels open" if is_open else f"closed {closed}"), is_open
+
     def _errors(self, d) -> list[str]:
         return scpi_errors(d)

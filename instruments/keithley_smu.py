@@ -123,12 +123,22 @@ class Keithley2400SourceMeter(SourceMeter):
         d.source_voltage = 0
         self._output(d, False)
 
+    #: The query of the source voltage setpoint (volts) in this model's command set.
+    setpoint_query = ":SOURCE:VOLTAGE?"
+
+    def _output_state(self, d) -> tuple[str, bool | None]:
+        on = d.ask("OUTPUT?").strip().upper() not in ("0", "OFF")
+        volts = float(parse_floats(d.ask(self.setpoint_query), 1, f"{self.setpoint_query} reply")[0])
+        return f"output {'on' if on else 'off'}, bias {volts:.4g} V", not on and volts == 0.0
+
     def _errors(self, d) -> list[str]:
         return scpi_errors(d)
 
 
 class Keithley2450SourceMeter(Keithley2400SourceMeter):
     """The 2450 in the ``source_meter`` role, with the 2450 driver's own source commands."""
+
+    setpoint_query = ":SOUR:VOLT?"
 
     def _configure(self, d) -> None:
         d.clear()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pymeasure.instruments.kepco import KepcoBOP3612
 
-from .roles import FieldSupply, confirm, ramp, scpi_errors
+from .roles import FieldSupply, confirm, parse_floats, ramp, scpi_errors
 
 LabKepcoBOP3612 = KepcoBOP3612
 
@@ -39,6 +39,11 @@ class KepcoFieldSupply(FieldSupply):
     def _blind_safe_state(self, d) -> None:
         d.current_setpoint = 0
         d.output_enabled = False
+
+    def _output_state(self, d) -> tuple[str, bool | None]:
+        on = d.ask("OUTPut?").strip().upper() not in ("0", "OFF")
+        amps = float(parse_floats(d.ask("CURRent?"), 1, "CURRent? reply")[0])
+        return f"output {'on' if on else 'off'}, current setpoint {amps:.4g} A", not on and amps == 0.0
 
     def _errors(self, d) -> list[str]:
         return scpi_errors(d)

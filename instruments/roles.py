@@ -83,6 +83,16 @@ class Role(ABC):
         """The instrument's ``*IDN?`` reply."""
         return self.link.call(lambda d: d.ask("*IDN?").strip())
 
+    def output_state(self) -> tuple[str, bool | None]:
+        """What the instrument reports of its outputs, queried (never inferred): ``(text, off)``.
+
+        ``off`` is True when every output is off and every source at zero (the safe state), False
+        when something is on, None for a role without outputs (lock-in, stage)."""
+        return self.link.call(self._output_state)
+
+    def _output_state(self, driver) -> tuple[str, bool | None]:
+        return "no outputs", None
+
     @abstractmethod
     def _configure(self, driver) -> None: ...
 

@@ -221,6 +221,13 @@ def cmd_bench_serve(args) -> int:
     return serve(args.station, seed=args.seed)
 
 
+def cmd_bench_status(args) -> int:
+    """Query every instrument of the station: identity, outputs, error queue; 1 if any does not answer."""
+    from .bench import status
+
+    return status(args.station)
+
+
 def cmd_list(kind: str):
     def command(args) -> int:
         for name in embedded_names(kind):
@@ -312,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--station", required=True, help="station TOML file or embedded name with [instruments]")
     p.add_argument("--seed", type=_seed, help="physics seed of the simulated chip (default: the station's)")
     p.set_defaults(func=cmd_bench_serve)
+    p = bench_sub.add_parser("status", help="query every instrument of a station: identity, outputs, error queue "
+                                            "(exit 1 if any does not answer)")
+    p.add_argument("--station", required=True, help="station TOML file or embedded name")
+    p.set_defaults(func=cmd_bench_status)
 
     sub.add_parser("protocols", help="list embedded protocols").set_defaults(func=cmd_list("protocols"))
     sub.add_parser("stations", help="list embedded stations").set_defaults(func=cmd_list("stations"))
