@@ -15,7 +15,6 @@ throttled timer), and only the tab that is shown; the others redraw when they ar
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -25,13 +24,12 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QFont
 from PyQt5.QtWidgets import QGridLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
+from labctl.readers import calibration_data, law_curve, read_metrics, read_summary, weight_layers
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 LABEL_STYLE = {"font-size": "11pt"}
 TICK_FONT = QFont()
 TICK_FONT.setPointSize(9)
-
-#: (features, classes) of the data sets the training protocols use, to split flat weight arrays into layers.
-DATA_SHAPES = {"digits": (64, 10), "iris": (4, 3), "wine": (13, 3), "breast_cancer": (30, 2)}
 
 
 def configure_pyqtgraph() -> None:
@@ -60,167 +58,6 @@ def _pen(i: int, width: float = 2.0, style=None) -> Any:
     if style is not None:
         kw["style"] = style
     return pg.mkPen(**kw)
-
-
-def _unit(reader, name: str) -> str:
-    try:
-        return str(reader.dataset_attrs(name).get("units", "") or "")
-    except KeyError:
-        return ""
-
-
-# ---------------------------------------------------------------------------- reading the run file
-def read_metrics(reader) -> dict[str, np.ndarray] | None:
-    """Columns of ``train/metrics`` (compound rows), or None."""
-    if "train/metrics" not in reader.names():
-        return None
-    rows = reader.dataset("train/metrics")
-    if rows.dtype.names is None or rows.shape[0] == 0:
-        return None
-    return {k: np.asarray(rows[k], dtype=float) for k in rows.dtype.names if rows[k].dtype.kind in "iuf"}
-
-
-def _settings(reader) -> dict:
-    proto = reader.attrs.get("protocol") or {}
-    return proto.get("settings", {}) if isinstance(proto, dict) else {}
-
-
-def layer_shapes(reader, n: int) -> list[tuple[int, int]]:
-    """(outputs, inputs) per layer for a flat weight array of ``n`` values, or one flat 'layer'."""
-    s = _settings(reader)
-    hidden = s.get("hidden")
-    dims = DATA_SHAPES.get(s.get("data", "digits"))
-    if isinstance(hidden, list) and dims is not None:
-        sizes = [dims[0], *hidden, dims[1]]
-        shapes = [(o, i) for i, o in zip(sizes[:-1], sizes[1:])]
-        if sum(o * i for o, i in shapes) == n:
-            return shapes
-    return [(1, n)]
-
-
-def weight_layers(reader, finished: bool) -> list[dict]:
-    """Per layer: the trained control values and the effective switching probability or level."""
-    names = set(reader.names())
-    layers: list[dict] = []
-    if "train/amplitude" in names:  # meanvar: amplitudes (C, D) per epoch; probability from the law
-        snaps = reader.dataset("train/amplitude", slice(-1, None))
-        if snaps.shape[0]:
-            h = np.asarray(snaps[-1], dtype=float)
-            layer = {"name": f"layer 1 ({h.shape[1]} \u2192 {h.shape[0]})", "control": h.reshape(-1),
-                     "control_label": "pulse amplitude", "control_units": _unit(reader, "train/amplitude") or None,
-                     "shape": h.shape}
-            if "model/law" in names:
-                law = reader.dataset("model/law")
-                if np.any(law[0] != 0):
-                    x0, dx, a = (np.asarray(v, dtype=float) for v in law)
-                    p = (1 - a) + a / (1 + np.exp(-dx * (h - x0)))
-                    layer.update(effective=p.reshape(-1), effective_label="switching probability", levels=None)
-            layers.append(layer)
-        return layers
-    levels = None
-    for name in ("train/target_levels", "model/levels", "train/levels", "train/state"):
-        if name not in names:
-            continue
-        data = reader.dataset(name)
-        if name == "train/target_levels":
-            if data.shape[0] == 0:
-                continue
-            data = data[-1]
-        elif not finished:
-            continue  # fixed datasets are written at the end: zeros until then
-        levels = np.asarray(data, dtype=float).reshape(-1)
-        source = name
-        break
-    control = None
-    if finished and "model/shadow_weights" in names:
-        control = np.asarray(reader.dataset("model/shadow_weights"), dtype=float)
-    elif finished and "train/weights" in names:
-        control = np.asarray(reader.dataset("train/weights"), dtype=float).reshape(-1)
-    n = len(levels) if levels is not None else (len(control) if control is not None else 0)
-    if n == 0:
-        return layers
-    shapes = layer_shapes(reader, n)
-    offset = 0
-    for k, (o, i) in enumerate(shapes):
-        sl = slice(offset, offset + o * i)
-        offset += o * i
-        layers.append({
-            "name": f"layer {k + 1} ({i} \u2192 {o})" if len(shapes) > 1 or o > 1 else f"{n} synapses",
-            "control": None if control is None or len(control) != n else control[sl],
-            "control_label": "shadow weight", "control_units": None,
-            "effective": None if levels is None else levels[sl],
-            "effective_label": f"level ({source})", "levels": True, "shape": (o, i),
-        })
-    return layers
-
-
-def calibration_data(reader) -> dict | None:
-    """S-curve data: amplitudes, switched fraction [width, amplitude, synapse], fit (names, estimate)."""
-    names = set(reader.names())
-    counts_name = "calibration/counts" if "calibration/counts" in names else (
-        "calibration/level_counts" if "calibration/level_counts" in names else None)
-    if counts_name is None or "calibration/amplitude" not in names:
-        return None
-    amplitude = np.asarray(reader.dataset("calibration/amplitude"), dtype=float)
-    repeats = int(reader.dataset("calibration/repeats")[0])
-    if repeats <= 0 or not np.any(amplitude):
-        return None
-    counts = np.asarray(reader.dataset(counts_name), dtype=float)
-    levels = None
-    if counts_name.endswith("level_counts"):
-        levels = counts.shape[-1]
-        fraction = 1.0 - counts[..., 0] / repeats
-        done = counts.sum(axis=(1, 3))[0] > 0
-    else:
-        fraction = counts / repeats
-        done = np.ones(counts.shape[2], dtype=bool)
-        # synapses of blocks not swept yet hold zeros at every amplitude
-        done = counts[0].sum(axis=0) > 0 if not np.all(counts == 0) else np.zeros(counts.shape[2], bool)
-    fit = None
-    if "calibration/fit/estimate" in names:
-        est = np.asarray(reader.dataset("calibration/fit/estimate"), dtype=float)
-        fit_names = [n.decode() if isinstance(n, bytes) else str(n) for n in reader.dataset("calibration/fit/names")]
-        if np.any(est != 0) and all(fit_names):
-            fit = {"names": fit_names, "estimate": est}
-    widths = np.asarray(reader.dataset("calibration/width"), dtype=float) if "calibration/width" in names else np.array([1e-6])
-    return {"amplitude": amplitude, "fraction": fraction, "done": done, "fit": fit, "levels": levels,
-            "units": _unit(reader, "calibration/amplitude"), "widths": widths,
-            "tau0": float(_settings(reader).get("tau0", 1e-9))}
-
-
-def law_curve(fit_names: list[str], params: np.ndarray, h: np.ndarray, width: float, tau0: float,
-              levels: int | None) -> np.ndarray | None:
-    """Switching probability of the fitted law at amplitudes ``h`` (analysis.switching_laws)."""
-    import torch
-
-    from analysis import switching_laws as laws
-
-    p = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in zip(fit_names, params)}
-    x = torch.tensor(h, dtype=torch.float64)
-    key = tuple(fit_names)
-    if key == ("x0", "dx", "a"):
-        y = laws.logistic_depinning(x, p["x0"], p["dx"], p["a"])
-    elif key == ("h0", "sigma"):
-        y = laws.gaussian_depinning(x, p["h0"], p["sigma"])
-    elif key == ("delta", "vc0"):
-        y = laws.thermal_switching(x.abs(), torch.tensor(width, dtype=torch.float64), p["delta"], p["vc0"], tau0)
-    elif key == ("i_c", "mobility", "sigma") and levels:
-        probs = laws.dwmtj_landing(torch.zeros_like(x), x, torch.tensor(width, dtype=torch.float64), p["i_c"],
-                                   p["mobility"], p["sigma"], levels)
-        y = 1.0 - probs[..., 0]
-    else:
-        return None
-    return y.numpy()
-
-
-def read_summary(reader) -> dict:
-    if "summary" not in reader.names():
-        return {}
-    raw = reader.dataset("summary").tobytes()
-    try:
-        return json.loads(raw.decode()) if raw else {}
-    except (UnicodeDecodeError, ValueError):
-        return {}
 
 
 # ---------------------------------------------------------------------------- the views
