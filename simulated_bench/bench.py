@@ -31,7 +31,7 @@ import torch
 
 from .instruments import SIMULATORS, SimulatedInstrument
 from .physics import FAMILIES
-from .sequencer import READ, operations, play
+from .sequencer import PULSE, READ, RESET, operations, play
 
 MARKER_THRESHOLD_V = 1.0
 KERR_ROLES = ("pulse_source", "field_supply", "kerr_readout", "positioner")
@@ -138,6 +138,17 @@ class Bench:
                 self.instruments["kerr_readout"].store(signal)
             else:
                 self.instruments["source_meter"].trigger_link(signal)
+
+    def steady_field(self, source: SimulatedInstrument, field: float, hold_s: float) -> None:
+        """A steady field of ``field`` tesla from the field supply, held ``hold_s`` seconds: one
+        pulse (or, at or below ``-nucleation_field``, a reset) on the wire under the spot."""
+        if self.kind != "kerr" or self.instruments.get("field_supply") is not source:
+            return
+        k = self.target()
+        if k is None:
+            return
+        reset = field <= -float(self.wiring.get("nucleation_field", 8e-3))
+        play(self.devices, k, np.array([RESET if reset else PULSE]), np.array([field]), np.array([hold_s]))
 
     def status(self) -> dict[str, dict]:
         return {role: inst.status() for role, inst in self.instruments.items()}

@@ -6,6 +6,14 @@ Arbitrary waveforms are loaded as DAC codes (``[SOUR<n>:]DATA:ARB:DAC name, d0, 
 (``BURS:STAT 1``, ``BURS:MODE TRIG``) with bus triggering (``TRIG<n>:SOUR BUS``) and its
 function is ``ARB``. Ranges as in PyMeasure's validators (amplitude 1 mVpp-10 Vpp, offset
 +-4.995 V, sample rate up to 250 MSa/s).
+
+The pulse function plays too: with ``FUNC PULS`` and the same burst/bus-trigger set-up, a
+trigger plays ``BURS:NCYC`` periods of ``FUNC:PULS:WIDT`` seconds at the high level
+(``offset + amplitude / 2``) followed by the rest of ``FUNC:PULS:PER`` at the low level
+(``offset - amplitude / 2``; set ``VOLT:LOW 0`` for pulses from 0 V). The low part of each period
+is shortened to at most :data:`MAX_GAP_SAMPLES` pulse widths (the chip has no memory of the time
+between pulses). The other settings PyMeasure's driver declares (phase, duty cycles, edge time,
+burst period, amplitude unit, ...) are kept and reported by table (:data:`PROPERTIES`).
 """
 
 from __future__ import annotations
@@ -13,9 +21,29 @@ from __future__ import annotations
 import numpy as np
 
 from .awg import ArbitraryWaveformGenerator, Channel
+from .properties import ScpiProperty
 from .scpi import CommandError, boolean, choice, command, integer, number
 
 SHAPES = ["SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARB", "DC"]
+MAX_GAP_SAMPLES = 8
+MIN_PULSE_WIDTH_S = 16e-9
+
+#: settings kept by table; units: seconds, degrees, percent
+PROPERTIES = (
+    ScpiProperty("amplitude_unit", "[SOURce#:]VOLTage:UNIT", "VPP", choices=("VPP", "VRMS", "DBM")),
+    ScpiProperty("arb_advance", "[SOURce#:]FUNCtion:ARBitrary:ADVance", "SRAT", choices=("TRIGger", "SRATe")),
+    ScpiProperty("burst_period", "[SOURce#:]BURSt:INTernal:PERiod", 0.01, lo=1e-6, hi=8000.0),
+    ScpiProperty("phase", "[SOURce#:]PHASe", 0.0, lo=-360.0, hi=360.0),
+    ScpiProperty("pulse_hold", "[SOURce#:]FUNCtion:PULSe:HOLD", "WIDT", choices=("WIDTh", "DCYCle")),
+    ScpiProperty("pulse_period", "[SOURce#:]FUNCtion:PULSe:PERiod", 1e-3, lo=33e-9, hi=1e6),
+    ScpiProperty("pulse_width", "[SOURce#:]FUNCtion:PULSe:WIDTh", 1e-4, lo=MIN_PULSE_WIDTH_S, hi=1e6),
+    ScpiProperty("pulse_dutycycle", "[SOURce#:]FUNCtion:PULSe:DCYCle", 10.0, lo=0.0, hi=100.0),
+    ScpiProperty("pulse_transition", "[SOURce#:]FUNCtion:PULSe:TRANsition[:BOTH]", 8.4e-9, lo=8.4e-9, hi=1e-6),
+    ScpiProperty("ramp_symmetry", "[SOURce#:]FUNCtion:RAMP:SYMMetry", 100.0, lo=0.0, hi=100.0),
+    ScpiProperty("square_dutycycle", "[SOURce#:]FUNCtion:SQUare:DCYCle", 50.0, lo=0.01, hi=99.98),
+    ScpiProperty("ext_trig_out", "OUTPut:TRIGger", False),
+    ScpiProperty("display", "DISPlay:TEXT", "", max_length=40),
+)
 
 
 class Agilent33500Sim(ArbitraryWaveformGenerator):
@@ -24,15 +52,44 @@ class Agilent33500Sim(ArbitraryWaveformGenerator):
     identity = "Agilent Technologies,33522B,SIM00001,4.00-1.19-2.00-58-00"
     model = "Agilent33500"
     dac_max = 32767
+    PROPERTIES = PROPERTIES
+    property_suffixes = (1, 2)
 
     def plays(self, c: Channel):
-        if not (c.burst_state and c.burst_mode == "TRIG" and c.trigger_source == "BUS" and c.shape == "ARB"):
+        if not (c.burst_state and c.burst_mode == "TRIG" and c.trigger_source == "BUS"):
             return None
-        if c.arb not in c.arbs:
+        if c.shape == "PULS":
+            return self.pulse_train(c)
+        if c.shape != "ARB" or c.arb not in c.arbs:
             return None
         dac = c.arbs[c.arb]
         volts = self.volts(c, np.tile(dac, c.burst_cycles))
         return volts, 1.0 / c.srate
+
+    def pulse_train(self, c: Channel) -> tuple[np.ndarray, float]:
+        """(volts, dt) of a burst of ``burst_cycles`` pulses on channel ``c`` (see the module docstring)."""
+        number_ = next(n for n, other in self.channels.items() if other is c)
+        width = self.setting("pulse_width", number_)
+        period = self.setting("pulse_period", number_)
+        gap = int(min(MAX_GAP_SAMPLES, max(1, round((period - width) / width))))
+        high, low = c.offset + c.amplitude / 2.0, c.offset - c.amplitude / 2.0
+        one = np.concatenate([[high], np.full(gap, low)])
+        return np.tile(one, c.burst_cycles), width
+
+    # ------------------------------------------------------------------ coupled pulse settings
+    def store_setting(self, name, suffix, value):
+        if name == "pulse_dutycycle":  # the duty cycle sets the width at the present period
+            name, value = "pulse_width", value / 100.0 * self.setting("pulse_period", suffix)
+        if name == "pulse_width" and value > self.setting("pulse_period", suffix) - MIN_PULSE_WIDTH_S:
+            raise CommandError(-221, "pulse width not below the period")
+        if name == "pulse_period" and value < self.setting("pulse_width", suffix) + MIN_PULSE_WIDTH_S:
+            raise CommandError(-221, "period not above the pulse width")
+        super().store_setting(name, suffix, value)
+
+    def read_setting(self, name, suffix):
+        if name == "pulse_dutycycle":
+            return 100.0 * self.setting("pulse_width", suffix) / self.setting("pulse_period", suffix)
+        return super().read_setting(name, suffix)
 
     # ------------------------------------------------------------------ output
     @command("OUTPut#[:STATe]")
@@ -75,6 +132,33 @@ class Agilent33500Sim(ArbitraryWaveformGenerator):
     @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet?")
     def offset_query(self, args, ch):
         return f"{self.channel(ch).offset:+.8E}"
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:HIGH")
+    def voltage_high(self, args, ch):
+        c = self.channel(ch)
+        self._levels(c, number(args, -5.0, 5.0), c.offset - c.amplitude / 2.0)
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:HIGH?")
+    def voltage_high_query(self, args, ch):
+        c = self.channel(ch)
+        return f"{c.offset + c.amplitude / 2.0:+.8E}"
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:LOW")
+    def voltage_low(self, args, ch):
+        c = self.channel(ch)
+        self._levels(c, c.offset + c.amplitude / 2.0, number(args, -5.0, 5.0))
+
+    @command("[SOURce#:]VOLTage[:LEVel][:IMMediate]:LOW?")
+    def voltage_low_query(self, args, ch):
+        c = self.channel(ch)
+        return f"{c.offset - c.amplitude / 2.0:+.8E}"
+
+    @staticmethod
+    def _levels(c: Channel, high: float, low: float) -> None:
+        """High and low levels (volts) set amplitude and offset; -221 if high is not above low."""
+        if high - low < 1e-3:
+            raise CommandError(-221, "high level not above low level")
+        c.amplitude, c.offset = high - low, (high + low) / 2.0
 
     @command("[SOURce#:]FREQuency")
     def frequency(self, args, ch):

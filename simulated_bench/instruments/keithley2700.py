@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from .properties import ScpiProperty
 from .scpi import CommandError, SimulatedInstrument, command
 
 CROSSPOINTS = 48
@@ -40,6 +41,7 @@ class Keithley2700Sim(SimulatedInstrument):
 
     identity = "KEITHLEY INSTRUMENTS INC.,MODEL 2700,SIM00008,B09  /A02"
     model = "Keithley2700"
+    PROPERTIES = (ScpiProperty("buffer_points", "TRACe:POINts", 100, lo=2, hi=55000),)  # readings
 
     def __init__(self, bench=None, *, slots: tuple[int, ...] = (1,)):
         self.slots = tuple(slots)

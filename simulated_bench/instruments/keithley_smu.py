@@ -10,16 +10,60 @@ for a trigger-link edge, which the bench delivers from the pulse source's marker
 current is 0 and the resistance the overflow value 9.91e37. The 2450 simulator accepts its own
 source commands (``:SOUR:VOLT:LEV``, ``:SOUR:VOLT:ILIM``, ``OUTPUT ON``) besides the 2400 set
 (its "SCPI 2400" emulation).
+
+Sourcing a voltage ``V`` into a device of resistance ``R`` gives ``I = V / R`` unless that exceeds
+the current compliance ``Ic``: then the source meter is in compliance, ``I = +-Ic`` and the
+voltage at the device ``Ic * R`` (status bit 3 set). The read bias therefore reaches the chip's
+read exactly as the source voltage is set. Settings with no effect on the simulated chip (ranges,
+filters, delays, trigger lines, line frequency, ...) are kept and reported by table
+(:data:`PROPERTIES_2400`, :data:`PROPERTIES_2450`); ranges are kept as set, not rounded up to the
+instrument's range steps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .properties import ScpiProperty
 from .scpi import CommandError, SimulatedInstrument, boolean, choice, command, integer, number
 
 OVERFLOW = 9.91e37
 MAX_POINTS = 2500
+COMPLIANCE_BIT = 1 << 3
+
+#: settings of the 2400 kept by table; units: volts, amperes, ohms, seconds, hertz
+PROPERTIES_2400 = (
+    ScpiProperty("source_current_range", "[SOURce:]CURRent:RANGe", 1.05e-4, lo=-1.05, hi=1.05, fmt="{:+.6E}"),
+    ScpiProperty("source_voltage_range_auto", "[SOURce:]VOLTage:RANGe:AUTO", False),
+    ScpiProperty("source_current_range_auto", "[SOURce:]CURRent:RANGe:AUTO", False),
+    ScpiProperty("source_delay", "[SOURce:]DELay", 0.0, lo=0.0, hi=999.9999, fmt="{:+.6E}"),
+    ScpiProperty("source_delay_auto", "[SOURce:]DELay:AUTO", True),
+    ScpiProperty("auto_output_off", "[SOURce:]CLEar:AUTO", False),
+    ScpiProperty("current_range", "SENSe:CURRent[:DC]:RANGe[:UPPer]", 1.05e-4, lo=-1.05, hi=1.05, fmt="{:+.6E}"),
+    ScpiProperty("current_range_auto", "SENSe:CURRent[:DC]:RANGe:AUTO", True),
+    ScpiProperty("voltage_range", "SENSe:VOLTage[:DC]:RANGe[:UPPer]", 21.0, lo=-210.0, hi=210.0, fmt="{:+.6E}"),
+    ScpiProperty("voltage_range_auto", "SENSe:VOLTage[:DC]:RANGe:AUTO", True),
+    ScpiProperty("resistance_range", "SENSe:RESistance:RANGe[:UPPer]", 2.1e5, lo=0.0, hi=2.1e8, fmt="{:+.6E}"),
+    ScpiProperty("resistance_range_auto", "SENSe:RESistance:RANGe:AUTO", True),
+    ScpiProperty("filter_count", "SENSe:AVERage:COUNt", 10, lo=1, hi=100),
+    ScpiProperty("filter_state", "SENSe:AVERage[:STATe]", False),
+    ScpiProperty("filter_type", "SENSe:AVERage:TCONtrol", "REP", choices=("REPeat", "MOVing")),
+    ScpiProperty("terminals", "ROUTe:TERMinals", "FRON", choices=("FRONt", "REAR")),
+    ScpiProperty("line_frequency", "SYSTem:LFRequency", 60, lo=50, hi=60),
+    ScpiProperty("line_frequency_auto", "SYSTem:LFRequency:AUTO", True),
+    ScpiProperty("output_off_state", "OUTPut[:STATe]:SMODe", "NORM", choices=("HIMPedance", "NORMal", "ZERO", "GUARd")),
+    ScpiProperty("display_enabled", "DISPlay:ENABle", True),
+    ScpiProperty("wires", "SYSTem:RSENse", False),
+    ScpiProperty("trigger_delay", "TRIGger[:SEQuence[1]]:DELay", 0.0, lo=0.0, hi=999.9999, fmt="{:+.6E}"),
+    ScpiProperty("trigger_output_event", "TRIGger[:SEQuence[1]]:OUTPut", "NONE",
+                 choices=("SOURce", "DELay", "SENSe", "NONE")),
+    ScpiProperty("trigger_output_line", "TRIGger[:SEQuence[1]]:OLINe", 2, lo=1, hi=4),
+    ScpiProperty("arm_input_line", "ARM[:SEQuence[1]][:LAYer[1]]:ILINe", 1, lo=1, hi=4),
+    ScpiProperty("arm_output_line", "ARM[:SEQuence[1]][:LAYer[1]]:OLINe", 2, lo=1, hi=4),
+    ScpiProperty("arm_output_event", "ARM[:SEQuence[1]][:LAYer[1]]:OUTPut", "NONE",
+                 choices=("TENTer", "TEXit", "NONE")),
+    ScpiProperty("arm_timer", "ARM[:SEQuence[1]][:LAYer[1]]:TIMer", 0.1, lo=0.001, hi=99999.99, fmt="{:+.6E}"),
+)
 
 
 class Keithley2400Sim(SimulatedInstrument):
@@ -27,6 +71,7 @@ class Keithley2400Sim(SimulatedInstrument):
 
     identity = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,SIM00006,C30   Mar 17 2006 09:29:29/A02  /K/J"
     model = "Keithley2400"
+    PROPERTIES = PROPERTIES_2400
 
     def reset(self) -> None:
         self.output = False
@@ -39,6 +84,7 @@ class Keithley2400Sim(SimulatedInstrument):
         self.sense = "CURR"
         self.resistance_mode = "MAN"
         self.nplc = 1.0
+        self.auto_zero = True
         self.elements = "VOLT,CURR,RES,TIME,STAT"
         self.data_format = "ASC"
         self.arm_source = "IMM"
@@ -68,8 +114,24 @@ class Keithley2400Sim(SimulatedInstrument):
             if not self.output or not np.isfinite(r) or r >= OVERFLOW:
                 rows.append((self.source_voltage if self.output else 0.0, 0.0, OVERFLOW, self.time, 0.0))
             else:
-                rows.append((self.source_voltage, self.source_voltage / r, float(r), self.time, 0.0))
+                v, i, compliance = self._operating_point(float(r))
+                rows.append((v, i, float(r), self.time, float(COMPLIANCE_BIT if compliance else 0)))
         return rows
+
+    def _operating_point(self, r: float) -> tuple[float, float, bool]:
+        """(volts, amperes, in compliance) at a device of ``r`` ohms: the source level, unless the
+        other quantity would pass its compliance limit."""
+        if self.source_function == "CURR":
+            v, limit = self.source_current * r, abs(self.compliance_voltage)
+            if abs(v) > limit:
+                v = float(np.copysign(limit, v))
+                return v, v / r, True
+            return v, self.source_current, False
+        i, limit = self.source_voltage / r, abs(self.compliance_current)
+        if abs(i) > limit:
+            i = float(np.copysign(limit, i))
+            return i * r, i, True
+        return self.source_voltage, i, False
 
     def _readings(self, count: int) -> list[tuple[float, float, float, float, float]]:
         resistance = self.bench.resistance(count) if self.bench is not None else np.full(count, np.inf)
@@ -134,19 +196,21 @@ class Keithley2400Sim(SimulatedInstrument):
     def voltage_range_query(self, args):
         return f"{self.voltage_range:+.6E}"
 
-    @command("[SOURce:]VOLTage:RANGe:AUTO", "[SOURce:]CURRent:RANGe:AUTO", "SENSe:RESistance:RANGe:AUTO",
-             "SENSe:CURRent:RANGe:AUTO", "SENSe:VOLTage:RANGe:AUTO")
-    def auto_range(self, args):
-        boolean(args)
+    @command("SYSTem:AZERo[:STATe]")
+    def auto_zero_set(self, args):
+        if args.strip().upper() != "ONCE":  # ONCE: one auto-zero now, the state unchanged
+            self.auto_zero = boolean(args)
 
-    @command("[SOURce:]DELay:AUTO", "SYSTem:AZERo[:STATe]", "DISPlay:ENABle", "SYSTem:RSENse")
-    def misc_bool(self, args):
-        if args.strip().upper() != "ONCE":
-            boolean(args)
+    @command("SYSTem:AZERo[:STATe]?")
+    def auto_zero_query(self, args):
+        return str(int(self.auto_zero))
 
-    @command("[SOURce:]DELay", "TRIGger:DELay")
-    def delays(self, args):
-        number(args, 0, 999.9999)
+    @command("SYSTem:LFRequency")
+    def line_frequency_set(self, args):
+        value = integer(args, 50, 60)
+        if value not in (50, 60):
+            raise CommandError(-222, "line frequency is 50 or 60 Hz")
+        self.store_setting("line_frequency", 1, value)
 
     # ------------------------------------------------------------------ sense
     @command("SENSe:CURRent[:DC]:PROTection[:LEVel]")
@@ -160,6 +224,10 @@ class Keithley2400Sim(SimulatedInstrument):
     @command("SENSe:VOLTage[:DC]:PROTection[:LEVel]")
     def compliance_voltage_set(self, args):
         self.compliance_voltage = number(args, -210.0, 210.0)
+
+    @command("SENSe:VOLTage[:DC]:PROTection[:LEVel]?")
+    def compliance_voltage_query(self, args):
+        return f"{self.compliance_voltage:+.6E}"
 
     @command("SENSe:FUNCtion[:ON]")
     def sense_set(self, args):
@@ -186,7 +254,7 @@ class Keithley2400Sim(SimulatedInstrument):
     def nplc_set(self, args):
         self.nplc = number(args, 0.01, 10.0)
 
-    @command("SENSe:RESistance:NPLCycles?")
+    @command("SENSe:RESistance:NPLCycles?", "SENSe:CURRent[:DC]:NPLCycles?", "SENSe:VOLTage[:DC]:NPLCycles?")
     def nplc_query(self, args):
         return f"{self.nplc:+.6E}"
 
@@ -301,11 +369,40 @@ class Keithley2400Sim(SimulatedInstrument):
         return self._format(self.buffer)
 
 
+PROPERTIES_2450 = PROPERTIES_2400 + (
+    ScpiProperty("current_filter_count", "SENSe:CURRent[:DC]:AVERage:COUNt", 10, lo=1, hi=100),
+    ScpiProperty("current_filter_state", "SENSe:CURRent[:DC]:AVERage[:STATe]", False),
+    ScpiProperty("current_filter_type", "SENSe:CURRent[:DC]:AVERage:TCONtrol", "REP", choices=("REPeat", "MOVing")),
+    ScpiProperty("voltage_filter_count", "SENSe:VOLTage[:DC]:AVERage:COUNt", 10, lo=1, hi=100),
+    ScpiProperty("voltage_filter_state", "SENSe:VOLTage[:DC]:AVERage[:STATe]", False),
+    ScpiProperty("voltage_filter_type", "SENSe:VOLTage[:DC]:AVERage:TCONtrol", "REP", choices=("REPeat", "MOVing")),
+    ScpiProperty("current_output_off_state", "OUTPut:CURRent:SMODe", "NORM",
+                 choices=("HIMPedance", "NORMal", "ZERO", "GUARd")),
+    ScpiProperty("voltage_output_off_state", "OUTPut:VOLTage:SMODe", "NORM",
+                 choices=("HIMPedance", "NORMal", "ZERO", "GUARd")),
+    ScpiProperty("source_voltage_delay", "[SOURce:]VOLTage:DELay", 0.0, lo=0.0, hi=999.9999, fmt="{:+.6E}"),
+    ScpiProperty("source_voltage_delay_auto", "[SOURce:]VOLTage:DELay:AUTO", True),
+    ScpiProperty("source_current_delay", "[SOURce:]CURRent:DELay", 0.0, lo=0.0, hi=999.9999, fmt="{:+.6E}"),
+    ScpiProperty("source_current_delay_auto", "[SOURce:]CURRent:DELay:AUTO", True),
+    ScpiProperty("wires_2450", "SENSe:RESistance:RSENse", False),
+)
+
+
 class Keithley2450Sim(Keithley2400Sim):
     """The 2450 simulator: the 2400 command set plus the 2450 driver's source commands."""
 
     identity = "KEITHLEY INSTRUMENTS,MODEL 2450,SIM00007,1.7.3b"
     model = "Keithley2450"
+    PROPERTIES = PROPERTIES_2450
+
+    @command("READ?")
+    def read(self, args):
+        """The 2450's own ``:READ?`` (and ``:MEAS...?``): one reading of the sense function
+        (amperes, volts or ohms), not the 2400's five elements."""
+        if not self.output:
+            raise CommandError(-221, "output is off")
+        v, i, r, _, _ = self._readings(1)[0]
+        return f"{ {'CURR': i, 'VOLT': v, 'RES': r}[self.sense]:+.6E}"
 
     @command("OUTPut[:STATe]")
     def output_set(self, args):
@@ -322,3 +419,7 @@ class Keithley2450Sim(Keithley2400Sim):
     @command("[SOURce:]CURRent:VLIMit")
     def current_vlimit(self, args):
         self.compliance_voltage = number(args, -210.0, 210.0)
+
+    @command("[SOURce:]CURRent:VLIMit?")
+    def current_vlimit_query(self, args):
+        return f"{self.compliance_voltage:+.6E}"

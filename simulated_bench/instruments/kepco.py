@@ -4,6 +4,11 @@ In current mode with its output on, the magnet current follows the digital setpo
 analog programming input: ``I = setpoint + gain * V_in`` (A), clipped to +-12 A, and the field at
 the sample is ``coil * I`` (T). In voltage mode or with the output off the magnet carries no
 current. ``gain`` (A/V) and ``coil`` (T/A) are the bench's wiring constants.
+
+The steady field (``coil * setpoint`` with the output on in current mode) acts on the chip too:
+whenever a command changes it to a non-zero value, the bench applies it to the wire under the
+spot as one field pulse of :data:`STEADY_HOLD_S` seconds (at or below ``-nucleation_field``: a
+reset), as if the field were held that long (the DW law does not depend on the width).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from .scpi import SimulatedInstrument, boolean, choice, command, number
 
 I_MAX = 12.0
 V_MAX = 36.0
+STEADY_HOLD_S = 1.0
 
 
 class KepcoBOP3612Sim(SimulatedInstrument):
@@ -38,6 +44,19 @@ class KepcoBOP3612Sim(SimulatedInstrument):
         if not self.output or self.mode != "CURR":
             return np.zeros_like(volts_in, dtype=np.float64)
         return self.coil * np.clip(self.current + self.gain * volts_in, -I_MAX, I_MAX)
+
+    def steady_field(self) -> float:
+        """Field at the sample (tesla) with no analog input."""
+        return float(self.field(np.zeros(1))[0])
+
+    def process(self, message):
+        """Execute a message; a change of the steady field reaches the chip (see the module docstring)."""
+        before = self.steady_field()
+        reply = super().process(message)
+        after = self.steady_field()
+        if after != before and after != 0.0 and self.bench is not None:
+            self.bench.steady_field(self, after, STEADY_HOLD_S)
+        return reply
 
     def status(self) -> dict:
         return {"output": self.output, "mode": self.mode, "current_a": self.current, "voltage_v": self.voltage}

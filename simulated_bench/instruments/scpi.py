@@ -36,6 +36,7 @@ ERROR_TEXT = {
     -200: "Execution error",
     -221: "Settings conflict",
     -222: "Data out of range",
+    -223: "Too much data",
     -225: "Out of memory",
     -350: "Queue overflow",
     -400: "Query error",
@@ -215,12 +216,17 @@ class SimulatedInstrument:
 
     identity = "labctl,simulated instrument,0,0"
     model = ""
+    #: settings kept by table (see :mod:`.properties`); handlers take precedence
+    PROPERTIES: tuple = ()
+    #: the numeric suffixes (channels) a property header may carry
+    property_suffixes: tuple[int, ...] = (1,)
 
     def __init__(self, bench=None):
         self.bench = bench
         self.queue: deque[tuple[int, str]] = deque()
         self.esr = 0
         self._handlers = self._collect()
+        self.reset_properties()
         self.reset()
 
     @classmethod
@@ -239,6 +245,37 @@ class SimulatedInstrument:
     @classmethod
     def compile(cls, spec: str) -> re.Pattern:
         return scpi_pattern(spec)
+
+    @classmethod
+    def property_table(cls):
+        """The compiled :attr:`PROPERTIES` of this class (built once)."""
+        cached = cls.__dict__.get("_property_cache")
+        if cached is None:
+            from .properties import PropertyTable  # properties.py builds on this module
+
+            cached = PropertyTable(tuple(cls.PROPERTIES), cls.compile)
+            cls._property_cache = cached
+        return cached
+
+    # ------------------------------------------------------------------ table-driven settings
+    def reset_properties(self) -> None:
+        """Every table setting back to its power-on value (``*RST``)."""
+        self.settings_store: dict[tuple[str, int], object] = {
+            (p.name, n): p.default for p in self.PROPERTIES for n in self.property_suffixes
+        }
+
+    def setting(self, name: str, suffix: int = 1):
+        """The value of table setting ``name`` on channel ``suffix``."""
+        return self.settings_store[(name, suffix)]
+
+    def store_setting(self, name: str, suffix: int, value) -> None:
+        """Store a validated table setting; simulators override it for cross-setting rules and
+        physical effects (raise :class:`CommandError` to refuse, leaving the setting unchanged)."""
+        self.settings_store[(name, suffix)] = value
+
+    def read_setting(self, name: str, suffix: int):
+        """The value a table setting's query reports; simulators override it for derived values."""
+        return self.settings_store[(name, suffix)]
 
     # ------------------------------------------------------------------ to override
     def reset(self) -> None:
@@ -305,7 +342,21 @@ class SimulatedInstrument:
             m = pattern.match(header) if isinstance(pattern, re.Pattern) else None
             if m is not None:
                 return getattr(self, name)(args, *m.groups())
-        raise CommandError(-113, header[:40])
+        return self.execute_property(header, args)
+
+    def execute_property(self, header: str, args: str) -> str | None:
+        """A table setting (set or query), or -113 if ``header`` is none of them."""
+        found = self.property_table().match(header) if self.PROPERTIES else None
+        if found is None:
+            raise CommandError(-113, header[:40])
+        from .properties import suffix_number
+
+        prop, is_query, suffix_text = found
+        suffix = suffix_number(suffix_text, self.property_suffixes)
+        if is_query:
+            return prop.reply(self.read_setting(prop.name, suffix))
+        self.store_setting(prop.name, suffix, prop.parse(args))
+        return None
 
     # ------------------------------------------------------------------ IEEE 488.2 common commands
     @command("*IDN?")
@@ -314,6 +365,7 @@ class SimulatedInstrument:
 
     @command("*RST")
     def _rst(self, args):
+        self.reset_properties()
         self.reset()
 
     @command("*CLS")

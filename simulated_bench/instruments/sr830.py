@@ -7,7 +7,8 @@ source's marker channel, while the buffer is started (``STRT``) and not paused; 
 it, ``SPTS?`` counts points, ``TRCA? i,j,k`` returns ``k`` points of channel ``i`` from ``j``
 (each followed by a comma). The SR830 is not SCPI: headers are four letters followed directly by
 their parameters (``SENS5``, ``OUTP?1``); errors set bits of ``*ESR?`` (the simulator also keeps
-an SCPI error queue, ``SYST:ERR?``).
+an SCPI error queue, ``SYST:ERR?``). The four auxiliary outputs (``AUXV i,x``, volts within
++-10.5) are kept and reported; the auxiliary inputs read 0 V.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class SR830Sim(SimulatedInstrument):
         self.settings = {"SENS": 22, "OFLT": 8, "OFSL": 1, "FMOD": 1, "ISRC": 0, "IGND": 0, "ICPL": 0,
                          "ILIN": 0, "RMOD": 1, "SYNC": 0, "HARM": 1, "SEND": 1, "RSLP": 0}
         self.floats = {"FREQ": 1000.0, "PHAS": 0.0, "SLVL": 1.0}
+        self.aux_out = {i: 0.0 for i in range(1, 5)}
 
     def split(self, command_text: str) -> tuple[str, str]:
         m = _HEADER.match(command_text)
@@ -133,7 +135,11 @@ class SR830Sim(SimulatedInstrument):
     @command("OUTP?")
     def outp(self, args):
         which = integer(args, 1, 4)
-        return f"{self.x() if which in (1, 3) else 0.0:.6e}"
+        if which == 2:
+            return f"{0.0:.6e}"
+        x = self.x()
+        value = {1: x, 3: abs(x), 4: 0.0 if x >= 0 else 180.0}[which]
+        return f"{value:.6e}"
 
     @command("SNAP?")
     def snap(self, args):
@@ -147,6 +153,17 @@ class SR830Sim(SimulatedInstrument):
     def oaux(self, args):
         integer(args, 1, 4)
         return "0.000"
+
+    @command("AUXV")
+    def auxv_set(self, args):
+        parts = args.split(",")
+        if len(parts) != 2:
+            raise CommandError(-109, "AUXV needs output and volts")
+        self.aux_out[integer(parts[0], 1, 4)] = number(parts[1], -10.5, 10.5)
+
+    @command("AUXV?")
+    def auxv_query(self, args):
+        return f"{self.aux_out[integer(args, 1, 4)]:.3f}"
 
     @command("LIAS?", "ERRS?")
     def status_bytes(self, args):
