@@ -15,19 +15,26 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from PyQt5.QtCore import QEventLoop, Qt, QTimer
-from PyQt5.QtWidgets import (QAction, QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
-                             QProgressBar, QSplitter, QVBoxLayout, QWidget)
+import threading
+
+from PyQt5.QtCore import QEventLoop, QObject, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QKeySequence
+from PyQt5.QtWidgets import (QAction, QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                             QPlainTextEdit, QProgressBar, QPushButton, QShortcut, QSplitter, QTabWidget, QToolBar,
+                             QVBoxLayout, QWidget)
 
 from labctl.config import ConfigError
 from labctl.store import RunFileError, RunReader
 
+from .bench_tab import BenchTab
 from .live_views import LiveViews, configure_pyqtgraph
 from .protocol_panel import ProtocolPanel
 from .run_worker import RunWorker
 from .station_panel import StationPanel
+from .status_view import StatusView
 from .watch import RunWatcher
 
+SAFE_STATE_KEYS = ("F12", "Ctrl+Shift+S")  # "Safe state now", from every tab, during a run too
 DRAIN_MS = 200   # engine progress taken at 5 Hz (status line, progress bar)
 REDRAW_MS = 1000  # plots redrawn at 1 Hz: pyqtgraph paints in Python (~15 ms a plot), competing with the run
                   # for the GIL and, on a small machine, for the CPU (bench/gui_overhead.py)
@@ -67,7 +74,45 @@ class MainWindow(QMainWindow):
         split.addWidget(left)
         split.addWidget(self.right)
         split.setStretchFactor(1, 1)
-        self.setCentralWidget(split)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(split, "Run")
+        self.bench_tab = BenchTab(log=self._log)
+        self.tabs.addTab(self.bench_tab, "Bench")
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.setCentralWidget(self.tabs)
+
+        # "Safe state now": always visible (toolbar), on F12 / Ctrl+Shift+S from every tab
+        self.safe_button = QPushButton("\u26a0 Safe state now (F12)")
+        self.safe_button.setObjectName("safe_state_now")
+        self.safe_button.setStyleSheet("QPushButton { background: #c00000; color: white; font-weight: bold; "
+                                       "padding: 4px 14px; }")
+        self.safe_button.setToolTip("Abort the run if there is one and put every instrument in its safe state "
+                                    "(F12 or Ctrl+Shift+S)")
+        self.safe_button.clicked.connect(self.safe_state_now)
+        bar = QToolBar("Safety")
+        bar.setObjectName("safety_toolbar")
+        bar.setMovable(False)
+        bar.addWidget(self.safe_button)
+        self.addToolBar(Qt.TopToolBarArea, bar)
+        self.safe_shortcuts = []
+        for keys in SAFE_STATE_KEYS:
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.setContext(Qt.ApplicationShortcut)
+            shortcut.activated.connect(self.safe_state_now)
+            self.safe_shortcuts.append(shortcut)
+        self.safe_relay = _Relay()
+        self.safe_relay.done.connect(self._safe_state_report)
+        self.safe_pending = False  # a run was aborted by "Safe state now": report when it has ended
+        self.safe_report = ""
+
+        # live instrument status, queried (never while a run drives the instruments)
+        self.status_view = StatusView(self._status_source)
+        dock = QDockWidget("Instrument status", self)
+        dock.setObjectName("instrument_status")
+        dock.setWidget(self.status_view)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.BottomDockWidgetArea, dock)
+        self.status_dock = dock
 
         self.mode_label = QLabel("idle")
         self.progress = QProgressBar()
@@ -168,6 +213,7 @@ class MainWindow(QMainWindow):
         if station is None:
             panel.status.setText("Choose a valid station first.")
             return False
+        self.bench_tab.deactivate("a run starts")  # the run opens the chip itself
         try:
             protocol, chip = build(pfile, source, station, seed)
         except (ConfigError, ValueError) as exc:
@@ -198,6 +244,7 @@ class MainWindow(QMainWindow):
         self.mode_label.setText(f"running {pfile.protocol.name} on {station.station.name} \u2192 {path}")
         self._log(f"started {pfile.protocol.name} ({pfile.protocol.kind}) on {station.station.name}, run file {path}")
         self.progress.setRange(0, 0)
+        self.status_view.refresh()  # shows "busy (run in progress)"
         self.worker.start()
         self.watcher.start()
         self.redraw_timer.start()
@@ -256,6 +303,11 @@ class MainWindow(QMainWindow):
         self.last_result = result
         if worker is not None:
             worker.wait(5000)
+        if self.safe_pending:
+            self.safe_pending = False
+            self._safe_state_after_run(result)
+        if self.tabs.currentWidget() is self.bench_tab:
+            self._tab_changed(self.tabs.currentIndex())
 
     def _drain_worker(self, worker) -> None:
         if worker is None:
@@ -288,6 +340,8 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # anything else h5py may raise on a damaged file: a dialog, not a traceback
             self.show_error("Cannot open run file", f"{path}: {type(exc).__name__}: {exc}")
             return False
+        if reader.attrs.get("protocol_kind") == "bench":
+            return self._review_bench_file(reader, path)
         self._stop_watching()
         self._new_views()
         self.layer_shape = None
@@ -330,8 +384,154 @@ class MainWindow(QMainWindow):
         if worker is not None:
             worker.abort()
             worker.wait(30_000)
+        self.status_view.timer.stop()
+        self.bench_tab.deactivate("window closed")
         self._stop_watching()
         super().closeEvent(event)
+
+
+    # ------------------------------------------------------------------ the Bench tab, status, safe state
+    def _tab_changed(self, index: int) -> None:
+        """Open the bench's chip when its tab is shown (unless a run holds the instruments); close it
+        (safe state) when another tab is."""
+        if self.tabs.widget(index) is self.bench_tab:
+            if self.worker is not None:
+                self.bench_tab.header.setText("A run is in progress: the bench opens the chip when it has ended.")
+            elif self.mode != "review-bench":
+                self.bench_tab.activate(self.station_panel.config)
+        else:
+            self.bench_tab.deactivate("left the Bench tab")
+        self.status_view.refresh()
+
+    def _status_source(self) -> tuple:
+        """Where the status view asks (see labctl.gui.status_view)."""
+        if self.worker is not None:
+            return ("busy", "busy (run in progress)")
+        session = self.bench_tab.session
+        if session is not None:
+            rig = getattr(session.chip, "rig", None)
+            if rig is None:
+                return ("note", f"station {session.station.station.name}: simulated backend, no instruments")
+            return ("roles", rig.roles, session.lock)
+        station = self.station_panel.config
+        if station is None:
+            return ("note", "no valid station chosen")
+        if station.instruments is None:
+            return ("note", f"station {station.station.name}: simulated backend, no instruments")
+        if station.bench is not None and station.bench.start:
+            return ("note", f"station {station.station.name}: self-served simulated bench, not running (it runs "
+                            "while the Bench tab or a run holds the chip)")
+        return ("station", station)
+
+    def safe_state_now(self) -> None:
+        """Abort the run if there is one, put every instrument in its safe state, then say what each
+        instrument reported (dialog and log). From the toolbar button, F12 or Ctrl+Shift+S."""
+        self._log("SAFE STATE NOW requested")
+        worker = self.worker
+        if worker is not None:
+            self.safe_pending = True
+            worker.engine.request_abort("GUI: safe state now")
+            self.protocol_panel.status.setText("safe state now: aborting the run\u2026")
+            return
+        bench = self.bench_tab
+        session = bench.session
+        station = self.station_panel.config
+        if session is not None:
+            bench.stop_flag.set()
+            session.chip.cancel_suspension()
+
+            def work():
+                from labctl.instrument_status import query_roles
+
+                try:
+                    outcome = f"bench chip: safe state {session.safe_state()}"
+                except Exception as exc:  # noqa: BLE001 - said, not raised
+                    outcome = f"bench chip: SAFE STATE NOT CONFIRMED: {exc}"
+                rig = getattr(session.chip, "rig", None)
+                rows = [] if rig is None else query_roles(rig.roles)
+                return outcome, rows
+
+        elif station is not None and station.instruments is not None and not (station.bench and station.bench.start):
+            def work():
+                from labctl.instrument_status import safe_state_station
+
+                status = safe_state_station(station)
+                bad = [r.role for r in status.rows if r.problem or not r.answers]
+                return (f"station {station.station.name}: " + (f"safe state NOT confirmed for {', '.join(bad)}"
+                                                               if bad else "safe state confirmed")), status.rows
+        else:
+            note = ("no chip is open and the station has no instruments reachable without one (simulated backend or "
+                    "a self-served bench that is not running): nothing is energised")
+            self._safe_state_report((note, []))
+            return
+
+        def run():
+            try:
+                self.safe_relay.done.emit(work())
+            except Exception as exc:  # noqa: BLE001 - said in the dialog
+                self.safe_relay.done.emit((f"safe state now failed: {type(exc).__name__}: {exc}", []))
+
+        threading.Thread(target=run, name="labctl-safe-state", daemon=True).start()
+
+    def _safe_state_after_run(self, result: dict) -> None:
+        """After a run aborted by "Safe state now": what the engine confirmed, and each instrument queried."""
+        outcome = (f"run ended {result['status']} ({result['reason']}); the engine "
+                   + ("confirmed the chip's safe state" if result.get("safe") else "did NOT confirm the safe state"))
+        station = self.station_panel.config
+        if station is None or station.instruments is None or (station.bench and station.bench.start):
+            self._safe_state_report((outcome + (" (simulated backend: no instruments)" if station is not None and
+                                                station.instruments is None else
+                                                " (self-served bench: stopped with the run's chip)"), []))
+            return
+
+        def run():
+            from labctl.instrument_status import safe_state_station
+
+            try:
+                status = safe_state_station(station)
+                self.safe_relay.done.emit((outcome, status.rows))
+            except Exception as exc:  # noqa: BLE001
+                self.safe_relay.done.emit((f"{outcome}; querying the instruments failed: {exc}", []))
+
+        threading.Thread(target=run, name="labctl-safe-state", daemon=True).start()
+
+    def _safe_state_report(self, result: tuple) -> None:
+        outcome, rows = result
+        lines = [outcome]
+        for r in rows:
+            if r.answers:
+                lines.append(f"{r.role} ({r.model}): {r.output}; errors: {'; '.join(r.errors) or 'none'}"
+                             + (f"; {r.problem}" if r.problem else ""))
+            else:
+                lines.append(f"{r.role} ({r.model}): NOT ANSWERING: {r.problem}")
+        self.safe_report = "\n".join(lines)
+        for line in lines:
+            self._log(f"safe state now: {line}")
+        ok = all(r.answers and not r.problem and r.off is not False for r in rows) and "NOT" not in outcome
+        box = QMessageBox(QMessageBox.Information if ok else QMessageBox.Warning, "Safe state now",
+                          self.safe_report, QMessageBox.Ok, self)
+        box.setWindowModality(Qt.NonModal)
+        box.open()
+        self.dialog = box
+        self.status_view.refresh()
+
+    def _review_bench_file(self, reader, path) -> bool:
+        """A bench file: its actions and S-curves in the Bench tab, its events in the log."""
+        self._stop_watching()
+        self.mode = "review-bench"
+        self.bench_tab.show_file(reader)
+        self.tabs.setCurrentWidget(self.bench_tab)
+        self.mode_label.setText(f"reviewing bench file {path} ({reader.exit_status()})")
+        self._log(f"reviewing bench file {path}")
+        self._log_events(reader.events())
+        reader.close()
+        return True
+
+
+class _Relay(QObject):
+    """Carries a background thread's result to the GUI thread."""
+
+    done = pyqtSignal(object)
 
 
 def _layer_shape(protocol, n: int) -> tuple[int, int] | None:
