@@ -142,9 +142,8 @@ def report(outcome: RunOutcome, path: Path) -> int:
         state = "the chip was left in its safe state"
     else:
         state = "the chip's safe state could NOT be confirmed: check the instruments' outputs"
-    print(f"labctl: run failed: {outcome.reason} ({state})", file=sys.stderr)
-    if _resumable(path):
-        print(f"labctl: to continue it: labctl resume {path}", file=sys.stderr)
+    hint = f"; to continue it: labctl resume {path}" if _resumable(path) else ""
+    _fail(f"run failed: {outcome.reason} ({state}){hint}", outcome.exit_code)
     return outcome.exit_code
 
 
@@ -356,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"labctl: {message}", file=sys.stderr)
+    print("labctl: " + " ".join(message.splitlines()), file=sys.stderr)  # one line, always
     return code
 
 

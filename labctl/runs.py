@@ -215,7 +215,7 @@ def _reopen_locked(path: Path, lock: RunFileLock, station_ref: str | None) -> Re
         state = torch.load(io.BytesIO(payload), weights_only=True)
         plan_state, rows = state["plan"], state["rows"]
     except Exception as exc:  # any unusable checkpoint: say so, do not crash
-        raise BadInput(f"{path}: the checkpoint at step {step} cannot be loaded ({type(exc).__name__}: {exc})") from None
+        raise BadInput(f"{path}: the checkpoint at step {step} cannot be loaded ({_first_line(exc)})") from None
     protocol, chip = build(pfile, str(path), station, attrs.get("seed"))
     try:
         try:
@@ -223,14 +223,19 @@ def _reopen_locked(path: Path, lock: RunFileLock, station_ref: str | None) -> Re
             if "chip" in state and hasattr(chip, "load_state_dict"):
                 chip.load_state_dict(state["chip"])
         except Exception as exc:  # a checkpoint this version cannot use
-            raise BadInput(f"{path}: the checkpoint at step {step} cannot be loaded "
-                           f"({type(exc).__name__}: {exc})") from None
+            raise BadInput(f"{path}: the checkpoint at step {step} cannot be loaded ({_first_line(exc)})") from None
         writer = RunWriter.reopen(path, reason=f"resume from checkpoint at step {step}",
                                   truncate={**rows, SUMMARY: 0}, lock=lock)
     except BaseException:
         chip.close()
         raise
     return Resumable(path, protocol, chip, writer, pfile, station, step, lock, notes)
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (torch's errors run to a page of advice)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _current_station_ref(path: Path, attrs: dict, station_ref: str | None) -> str:
