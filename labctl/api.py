@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -100,12 +100,11 @@ class ProtocolSpec:
     """A protocol ready to run: its file, its station and its settings, validated and checked
     against the station's envelope (nothing is opened). Made by :func:`load_protocol`."""
 
-    pfile: ProtocolFile
+    pfile: ProtocolFile  # the protocol file with the settings the run uses (the file's, overrides applied)
     source: str  # the protocol file's path or embedded name, as error messages name it
     station: StationConfig
     station_ref: str  # the station's file or embedded name (``labctl resume`` reads its envelope again)
     settings: BaseModel  # the protocol class's ``settings_model``, validated
-    overrides: dict[str, Any] = field(default_factory=dict)  # settings that replace the file's
     seed: int | None = None  # the protocol's seed (None: the protocol file's)
 
     @property
@@ -142,7 +141,10 @@ def load_protocol(ref: str | Path, *, station: str | Path | None = None, seed: i
     if settings is not None and not isinstance(settings, cls.settings_model):
         raise ConfigError(f"{source}: settings must be a {cls.settings_model.__name__} for protocol kind "
                           f"{cls.kind!r} (got {type(settings).__name__})")
-    return ProtocolSpec(pfile, source, station_cfg, station_ref, validated, replaced, seed)
+    # The run file records this protocol file, so it must hold the settings the run uses: a resume
+    # rebuilds the protocol from the record alone.
+    effective = pfile.model_copy(update={"settings": {**pfile.settings, **replaced}})
+    return ProtocolSpec(effective, source, station_cfg, station_ref, validated, seed)
 
 
 # ---------------------------------------------------------------------------- running
@@ -198,7 +200,7 @@ def run(protocol: str | Path | ProtocolSpec, *, station: str | Path | None = Non
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = take_lock(out)  # before the chip is opened: a second writer never drives the instruments
     try:
-        plan, chip = build(spec.pfile, spec.source, spec.station, seed, overrides=spec.overrides)
+        plan, chip = build(spec.pfile, spec.source, spec.station, seed)
         try:
             writer = create_run_file(plan, chip, spec.station, spec.pfile, out, station_source=spec.station_ref,
                                      overwrite=overwrite, lock=lock)
