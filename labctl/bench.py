@@ -50,7 +50,7 @@ def serve(station: str, out: TextIO = sys.stdout, seed: int | None = None) -> in
     return run_until_signal(running, out)
 
 
-def status(station: str, out: TextIO = sys.stdout) -> int:
+def status(station: str, out: TextIO | None = None) -> int:
     """``labctl bench status --station NAME``: query every instrument and print one line per role.
 
     Exit code 0 when every instrument answers (or the station has none: simulated backend), 1 when
@@ -61,6 +61,7 @@ def status(station: str, out: TextIO = sys.stdout) -> int:
 
     from .instrument_status import format_table, query_station
 
+    out = out or sys.stdout
     config = load_station(station)
     try:
         result = query_station(config)

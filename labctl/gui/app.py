@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self.bench_tab = BenchTab(log=self._log)
         self.tabs.addTab(self.bench_tab, "Bench")
         self.tabs.currentChanged.connect(self._tab_changed)
+        self.bench_tab.open_button.clicked.connect(lambda: self._tab_changed(self.tabs.currentIndex(), True))
         self.setCentralWidget(self.tabs)
 
         # "Safe state now": always visible (toolbar), on F12 / Ctrl+Shift+S from every tab
@@ -306,8 +307,8 @@ class MainWindow(QMainWindow):
         if self.safe_pending:
             self.safe_pending = False
             self._safe_state_after_run(result)
-        if self.tabs.currentWidget() is self.bench_tab:
-            self._tab_changed(self.tabs.currentIndex())
+        if self.tabs.currentWidget() is self.bench_tab:  # not reopened by itself: that would energise it again
+            self.bench_tab.header.setText("The run has ended: press \u201cOpen the chip\u201d to work on it.")
 
     def _drain_worker(self, worker) -> None:
         if worker is None:
@@ -391,13 +392,16 @@ class MainWindow(QMainWindow):
 
 
     # ------------------------------------------------------------------ the Bench tab, status, safe state
-    def _tab_changed(self, index: int) -> None:
-        """Open the bench's chip when its tab is shown (unless a run holds the instruments); close it
-        (safe state) when another tab is."""
+    def _tab_changed(self, index: int, asked: bool = False) -> None:
+        """Open the bench's chip when its tab is shown (unless a run holds the instruments, or a bench
+        file is reviewed there: then only when ``asked``, its Open button); close it (safe state)
+        when another tab is."""
         if self.tabs.widget(index) is self.bench_tab:
             if self.worker is not None:
-                self.bench_tab.header.setText("A run is in progress: the bench opens the chip when it has ended.")
-            elif self.mode != "review-bench":
+                self.bench_tab.header.setText("A run is in progress: the bench can open the chip when it has ended.")
+            elif self.mode != "review-bench" or asked:
+                if asked and self.mode == "review-bench":
+                    self.mode = "idle"
                 self.bench_tab.activate(self.station_panel.config)
         else:
             self.bench_tab.deactivate("left the Bench tab")

@@ -68,6 +68,8 @@ class BenchTab(QWidget):
         self.header = QLabel("Bench closed: it opens the station's chip when this tab is shown.")
         self.header.setWordWrap(True)
         self.header.setObjectName("bench_header")
+        self.open_button = QPushButton("Open the chip")
+        self.open_button.setToolTip("Open the station's chip for manual work (configures the instruments)")
 
         controls = QWidget()
         cl = QVBoxLayout(controls)
@@ -153,7 +155,10 @@ class BenchTab(QWidget):
         right.setStretchFactor(1, 2)
 
         grid = QGridLayout(self)
-        grid.addWidget(self.header, 0, 0, 1, 2)
+        top = QHBoxLayout()
+        top.addWidget(self.header, 1)
+        top.addWidget(self.open_button)
+        grid.addLayout(top, 0, 0, 1, 2)
         grid.addWidget(controls, 1, 0)
         grid.addWidget(right, 1, 1)
         grid.setColumnStretch(1, 1)
@@ -302,6 +307,7 @@ class BenchTab(QWidget):
                 ok = ok and self.session.has_field_supply
             self.buttons[action].setEnabled(ok)
         self.buttons["stop"].setEnabled(self.job is not None)
+        self.open_button.setVisible(self.session is None)
         return problems
 
     # ------------------------------------------------------------------ actions (background thread)
