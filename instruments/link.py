@@ -222,10 +222,10 @@ class Link:
                 return fn()
             except TransientError as exc:
                 last = exc.cause if isinstance(exc.cause, BaseException) else exc
-                log.warning("%s: attempt %d failed: %s", self.where, attempt + 1, describe(exc.cause))
+                log.info("%s: attempt %d failed: %s", self.where, attempt + 1, describe(exc.cause))
             except TRANSIENT as exc:  # while opening
                 last = exc
-                log.warning("%s: attempt %d failed: %s", self.where, attempt + 1, describe(exc))
+                log.info("%s: attempt %d failed: %s", self.where, attempt + 1, describe(exc))
         raise UnreachableError(
             f"{self.where}: failed {self.retries + 1} time(s); last: {describe(last)}",
             role=self.role, model=self.model, resource=self.resource, cause=describe(last),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
@@ -171,9 +172,10 @@ def cmd_resume(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from . import families
+
     station = load_station(args.station)
-    suffix = {"dw_nanowire": "dw", "stt_mtj": "stt", "dw_mtj": "dwmtj"}[station.chip.family]
-    args.protocol = f"calibrate-{suffix}"
+    args.protocol = families.get(station.chip.family).calibration_protocol  # a protocol file: embedded name or path
     return cmd_run(args)
 
 
@@ -335,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    _log_to_terminal(args.debug)
     try:
         return args.func(args)
     except (ConfigError, RunFileError, BadInput) as exc:
@@ -352,6 +355,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, InstrumentError):
             return _fail(f"instrument error: {exc}", EXIT_FAILED)
         return _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILED)
+
+
+class _OneLine(logging.Formatter):
+    """``labctl: warning: message`` on one line, without a traceback (``--debug`` shows those)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"labctl: {record.levelname.lower()}: " + " ".join(record.getMessage().splitlines())
+
+
+def _log_to_terminal(debug: bool) -> None:
+    """Warnings and errors on stderr, one line each (with ``--debug``: also retries and other details).
+
+    Does nothing when the process already set up logging (a script, a test runner)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if debug else _OneLine())
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if debug else logging.WARNING)
 
 
 def _fail(message: str, code: int) -> int:

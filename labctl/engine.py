@@ -252,7 +252,7 @@ class RunEngine:
             try:
                 fn(name, doc)
             except Exception as exc:  # a broken progress bar or GUI must not end the run
-                log.exception("run subscriber %r raised on %r; detached", fn, name)
+                log.error("run subscriber %r raised on %r; detached", fn, name, exc_info=True)
                 failed.append((fn, exc))
         for fn, exc in failed:
             if fn in self.subscribers:
@@ -340,7 +340,7 @@ class RunEngine:
                 reason = f"aborted: {self._abort} ({_describe(exc)})"
                 self._transition(RunState.ABORTING, self._abort)
                 self._event("abort", self._abort, step=self.step)
-            log.error("run failed at step %d: %s", self.step, reason)
+            log.info("run failed at step %d: %s", self.step, reason)
         return self._finish(plan, status, reason, error)
 
     def _safe_point(self, plan: Plan) -> str | None:
@@ -410,7 +410,7 @@ class RunEngine:
                 return None
             except Exception as exc:  # recorded, retried, and reported by the caller
                 error = exc
-                log.error("safe state try %d/%d failed: %s", attempt, self.safe_state_tries, _describe(exc))
+                log.info("safe state try %d/%d failed: %s", attempt, self.safe_state_tries, _describe(exc))
                 self._event(SAFE_STATE_FAILED, f"try {attempt}/{self.safe_state_tries}: {_describe(exc)}",
                             step=self.step)
                 if attempt < self.safe_state_tries:

@@ -388,10 +388,12 @@ class InstrumentArray(SynapseArray):
         self._prepare()
 
     def _event(self, kind: str, reason: str) -> None:
-        """Log, and record in the run file when the run engine has set ``on_event``."""
-        log.warning("%s: %s", kind, reason)
+        """Record in the run file when the run engine has set ``on_event``; log it otherwise."""
         if self.on_event is not None:
+            log.info("%s: %s", kind, reason)
             self.on_event(kind, reason)
+        else:
+            log.warning("%s: %s", kind, reason)
 
     @staticmethod
     def _groups(devices: np.ndarray, widths: np.ndarray):

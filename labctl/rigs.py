@@ -93,7 +93,7 @@ class Rig(ABC):
                 last = exc
                 self.selected = None
                 self.retried += 1
-                log.warning("batch on device %d, attempt %d failed: %s", device, attempt + 1, exc)
+                log.info("batch on device %d, attempt %d failed (retried): %s", device, attempt + 1, exc)
         link = last.link
         raise UnreachableError(
             f"batch on device {device} failed {self.retries + 1} times; last failure: {last}",
