@@ -514,8 +514,9 @@ class MainWindow(QMainWindow):
         ok = all(r.answers and not r.problem and r.off is not False for r in rows) and "NOT" not in outcome
         box = QMessageBox(QMessageBox.Information if ok else QMessageBox.Warning, "Safe state now",
                           self.safe_report, QMessageBox.Ok, self)
-        box.setWindowModality(Qt.NonModal)
-        box.open()
+        box.setWindowModality(Qt.NonModal)  # show(), not open(): the window (and F12) must stay usable
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.show()
         self.dialog = box
         self.status_view.refresh()
 
