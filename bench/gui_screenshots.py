@@ -4,7 +4,8 @@
 
 Runs the protocol (default: the embedded train-meanvar on sim-dw-640, ~10 s) from the GUI, waits
 for the end, and saves docs/gui-<view>.png for the window, the station and protocol panels and
-every live-view tab.
+every live-view tab; then docs/gui-bench.png: the Bench tab on the simulated Kerr bench (kerr-bench) after a
+single-device S-curve with its fitted law (``--bench-only``: that one alone).
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocol", default="train-meanvar")
     ap.add_argument("--out-dir", default=str(ROOT / "docs"))
+    ap.add_argument("--bench-only", action="store_true", help="only the Bench tab screenshot")
     args = ap.parse_args()
     app = application()
     win = MainWindow()
     win.resize(1600, 1000)
     win.show()
+    if args.bench_only:
+        path = bench_screenshot(win, app, Path(args.out_dir))
+        print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+        win.close()
+        return 0
     panel = win.protocol_panel
     panel.load(args.protocol)
     run_file = Path(tempfile.mkdtemp()) / "gui-screenshot-run.h5"
@@ -64,10 +71,38 @@ def main() -> int:
     left = win.station_panel.parentWidget()
     left.grab().save(str(out / "gui-station-protocol.png"))
     paths += [out / "gui-window.png", out / "gui-station-protocol.png"]
+    paths.append(bench_screenshot(win, app, out))
     for p in paths:
         print(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
     win.close()
     return 0
+
+
+def bench_screenshot(win: MainWindow, app, out: Path) -> Path:
+    """The Bench tab on kerr-bench: a reset, a read, then an S-curve of device 6 with its fitted law."""
+    win.station_panel.select("kerr-bench")
+    os.chdir(tempfile.mkdtemp())  # the bench file goes to runs/ there, not into the source tree
+    win.tabs.setCurrentWidget(win.bench_tab)
+    tab = win.bench_tab
+    if tab.session is None:
+        raise RuntimeError(tab.header.text())
+    tab.device.setValue(6)
+    for action in ("reset", "read", "scurve"):
+        if not run_until(lambda: not tab.busy and not win.status_view.querying, 60):
+            raise TimeoutError("the bench is still busy")
+        tab._start(action)
+    if not run_until(lambda: not tab.busy, 120):
+        raise TimeoutError(f"the S-curve did not finish: {tab.status.text()}")
+    win.status_view.refresh()
+    run_until(lambda: not win.status_view.querying, 30)
+    tab.fields["fs_stop"].setText("0.03")  # shows a refused value beside its field
+    for _ in range(5):
+        app.processEvents()
+        time.sleep(0.05)
+    path = out / "gui-bench.png"
+    win.grab().save(str(path))
+    win.tabs.setCurrentIndex(0)  # leave the bench: safe state, bench file closed
+    return path
 
 
 if __name__ == "__main__":
