@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from protocols import REGISTRY
 from pydantic import BaseModel
 
 from . import readers
@@ -132,15 +133,13 @@ def load_protocol(ref: str | Path, *, station: str | Path | None = None, seed: i
     station_cfg = load_station(station_ref)
     replaced: dict[str, Any] = {}
     if settings is not None:
-        if not isinstance(settings, BaseModel):
-            raise ConfigError(f"{source}: settings must be a settings object of the protocol "
-                              f"(got {type(settings).__name__})")
+        model = getattr(REGISTRY.get(pfile.protocol.kind), "settings_model", BaseModel)
+        if not isinstance(settings, model):
+            raise ConfigError(f"{source}: settings must be a {model.__name__} for protocol kind "
+                              f"{pfile.protocol.kind!r} (got {type(settings).__name__})")
         replaced = settings.model_dump(mode="json")
     replaced.update(overrides)
-    cls, validated = check(pfile, source, station_cfg, overrides=replaced)
-    if settings is not None and not isinstance(settings, cls.settings_model):
-        raise ConfigError(f"{source}: settings must be a {cls.settings_model.__name__} for protocol kind "
-                          f"{cls.kind!r} (got {type(settings).__name__})")
+    _, validated = check(pfile, source, station_cfg, overrides=replaced)  # ConfigError: the key and the limit
     # The run file records this protocol file, so it must hold the settings the run uses: a resume
     # rebuilds the protocol from the record alone.
     effective = pfile.model_copy(update={"settings": {**pfile.settings, **replaced}})

@@ -7,6 +7,7 @@ each epoch recorded once), not restarted. analyse_runs.py then plots and tabulat
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import signal
 import subprocess
@@ -20,13 +21,20 @@ from labctl import api
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERNIGHT = [sys.executable, "-u", str(ROOT / "examples" / "overnight_seeds.py")]
-ANALYSE = [sys.executable, str(ROOT / "examples" / "analyse_runs.py")]
-EPOCHS = 6
+EPOCHS = 5
 KILL_AT = "seed 1: epoch 1 "  # printed after that epoch's safe point, checkpointed with --checkpoint-every 0
 
 
-def overnight(out: Path) -> list[str]:
-    return [*OVERNIGHT, "--seeds", "3", "--epochs", str(EPOCHS), "--out", str(out), "--checkpoint-every", "0"]
+def example(name: str):
+    """The example script ``examples/<name>.py`` as a module (its ``main(argv)`` runs it in this process)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def overnight_args(out: Path) -> list[str]:
+    return ["--seeds", "3", "--epochs", str(EPOCHS), "--out", str(out), "--checkpoint-every", "0"]
 
 
 def run_until(args: list[str], marker: str, timeout_s: float = 120) -> list[str]:
@@ -49,9 +57,9 @@ def run_until(args: list[str], marker: str, timeout_s: float = 120) -> list[str]
     return lines
 
 
-def test_overnight_killed_then_rerun_resumes_the_killed_seed(tmp_path):
+def test_overnight_killed_then_rerun_resumes_the_killed_seed(tmp_path, capsys):
     out = tmp_path / "overnight"
-    run_until(overnight(out), KILL_AT)
+    run_until([*OVERNIGHT, *overnight_args(out)], KILL_AT)
     assert api.read_run(out / "seed-0.h5").status == "success"
     killed = api.read_run(out / "seed-1.h5")
     assert killed.status == "incomplete"
@@ -59,13 +67,12 @@ def test_overnight_killed_then_rerun_resumes_the_killed_seed(tmp_path):
     assert not (out / "seed-2.h5").exists()
     calibration_events = len(api.read_run(out / "calibration.h5").events)
 
-    done = subprocess.run(overnight(out), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "calibration: finished already" in done.stdout
-    assert "seed 0: finished already" in done.stdout
-    assert re.search(r"seed 1: resuming .*seed-1\.h5 \(incomplete: killed\) from the checkpoint at step [1-9]",
-                     done.stdout), done.stdout
-    assert "seed 2: starting" in done.stdout
+    assert example("overnight_seeds").main(overnight_args(out)) == 0  # run again, in this process
+    done = capsys.readouterr().out
+    assert "calibration: finished already" in done
+    assert "seed 0: finished already" in done
+    assert re.search(r"seed 1: resuming .*seed-1\.h5 \(incomplete: killed\) from the checkpoint at step [1-9]", done), done
+    assert "seed 2: starting" in done
 
     assert len(api.read_run(out / "calibration.h5").events) == calibration_events  # not run again
     for seed in range(3):
@@ -80,10 +87,9 @@ def test_overnight_killed_then_rerun_resumes_the_killed_seed(tmp_path):
     reopen = api.read_run(out / "seed-1.h5").events.query("kind == 'reopen'").iloc[0]
     assert int(re.search(r"step (\d+)", reopen["reason"]).group(1)) > 0  # from a checkpoint after step 0
 
-    analysed = subprocess.run([*ANALYSE, str(out), "--png", str(tmp_path / "acc.png")], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
-    assert analysed.returncode == 0, analysed.stderr
-    rows = [line.split() for line in analysed.stdout.splitlines() if line.startswith("seed-")]
+    assert example("analyse_runs").main([str(out), "--png", str(tmp_path / "acc.png")]) == 0
+    analysed = capsys.readouterr().out
+    rows = [line.split() for line in analysed.splitlines() if line.startswith("seed-")]
     assert [r[0] for r in rows] == ["seed-0.h5", "seed-1.h5", "seed-2.h5"]  # calibration.h5 has no epochs
     for r, seed in zip(rows, range(3)):
         data = api.read_run(out / f"seed-{seed}.h5")
@@ -94,10 +100,11 @@ def test_overnight_killed_then_rerun_resumes_the_killed_seed(tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
-def test_analyse_runs_skips_damaged_files_and_says_so(tmp_path):
+def test_analyse_runs_skips_damaged_files_and_says_so(tmp_path, capsys):
     (tmp_path / "garbage.h5").write_bytes(np.arange(100, dtype=np.uint8).tobytes())
-    result = subprocess.run([*ANALYSE, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "skipped: " in result.stderr and "garbage.h5: not an HDF5 file" in result.stderr
-    assert "no run file with per-epoch accuracies" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert example("analyse_runs").main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped: " in err and "garbage.h5: not an HDF5 file" in err
+    assert "no run file with per-epoch accuracies" in err
+    assert example("analyse_runs").main([str(tmp_path / "garbage.h5")]) == 2
+    assert "not a folder" in capsys.readouterr().err
