@@ -1,53 +1,35 @@
 """From a station's ``[instruments]`` tables to a live :class:`~labctl.instrument_array.InstrumentArray`.
 
 Connects every role (starting the simulated bench first when ``[bench] start = true``), builds
-the rig of the chip's family (Kerr bench for DW nanowires, TMR bench for MTJs), and fills what
-the station leaves out from the chip's nominal physics: the signal level of each state (for
-decoding), the read bias, and the energy estimate.
+the rig of the chip family's read-out (Kerr bench or TMR bench, from the family descriptor), and
+fills what the station leaves out from the chip's nominal physics (the descriptor's
+``nominal_levels`` and ``energy_model``): the signal level of each state (for decoding), the read
+bias, and the energy estimate.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from analysis.energy import current_pulse_energy, electrical_pulse_energy, field_pulse_energy
 from instruments import InstrumentError
 from instruments.errors import describe
 from instruments.link import TransactionCounter
 from instruments.registry import open_role
 
+from . import families
 from .bench import start_bench
 from .chip import Envelope, EnvelopeError
-from .config import StationConfig
+from .config import StationConfig, adapter_settings
 from .instrument_array import InstrumentArray
 from .rigs import KerrRig, TMRRig
 
-SIGNAL_UNITS = {"dw_nanowire": "V", "stt_mtj": "Ohm", "dw_mtj": "Ohm"}
-
 
 def nominal_levels(station: StationConfig) -> list[float]:
-    """Raw signal of each level from the chip's nominal physics (volts or ohms)."""
-    chip, p = station.chip, station.chip.physics
-    if chip.family == "dw_nanowire":
-        return [p.kerr_offset, p.kerr_offset + p.kerr_contrast]
-    if chip.family == "stt_mtj":
-        return [p.r_p, p.r_p * (1 + p.tmr)]
-    g_ap, g_p = 1 / (p.r_p * (1 + p.tmr)), 1 / p.r_p
-    return [1 / (g_ap + (g_p - g_ap) * k / (p.levels - 1)) for k in range(p.levels)]
+    """Raw signal of each level from the chip's nominal physics (the family's signal unit)."""
+    return families.get(station.chip.family).nominal_levels(station.chip.physics)
 
 
 def energy_model(station: StationConfig):
     """(pulse energy function of amplitude and width arrays, energy per read in joules)."""
-    chip, p = station.chip, station.chip.physics
-    if chip.family == "dw_nanowire":
-        k = p.field_energy_coefficient
-        return (lambda a, w: field_pulse_energy(a, w, k)), p.read_energy_j
-    r_ref = p.r_p if chip.family == "stt_mtj" else p.r_p * (1 + p.tmr)
-    levels = np.array(nominal_levels(station))
-    read = p.read_bias ** 2 * float(np.mean(1 / levels)) * p.read_time
-    if chip.family == "stt_mtj":
-        return (lambda a, w: electrical_pulse_energy(a, r_ref, w)), read
-    return (lambda a, w: current_pulse_energy(a, r_ref, w)), read
+    return families.get(station.chip.family).energy_model(station.chip.physics)
 
 
 def open_instruments(station: StationConfig, envelope: Envelope, seed: int | None = None) -> InstrumentArray:
@@ -62,6 +44,7 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
     ins = station.instruments
     if ins is None:
         raise InstrumentError(f"station {station.station.name!r}: backend 'instruments' needs an [instruments] table")
+    family = families.get(station.chip.family)
     running = None
     resources = {role: table.resource for role, table in ins.roles().items()}
     visa = {role: table.visa_library for role, table in ins.roles().items()}
@@ -97,14 +80,14 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
                 raise InstrumentError(f"[instruments.{role}] model: {exc.args[0]}") from None
         retries = max(t.retries for t in ins.roles().values())
         try:
-            if station.chip.family == "dw_nanowire":
+            if family.readout == "kerr":
                 rig = KerrRig(roles, counter, retries)
                 levels = ins.kerr_readout.levels or nominal_levels(station)
             else:
                 rig = TMRRig(roles, counter, retries, units_per_volt=ins.pulse_source.units_per_volt)
                 levels = ins.source_meter.levels or nominal_levels(station)
         except (ValueError, AttributeError) as exc:  # a role table missing for the chip's family
-            raise InstrumentError(f"[instruments]: the {station.chip.family} bench: {exc}") from None
+            raise InstrumentError(f"[instruments]: the {family.name} bench: {exc}") from None
     except BaseException:
         for role in roles.values():
             role.link.close()
@@ -113,8 +96,8 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
         raise
     pulse_energy, read_energy = energy_model(station)
     array = InstrumentArray(
-        rig, envelope, family=station.chip.family, n=station.chip.n, signal_levels=levels,
-        signal_unit=SIGNAL_UNITS[station.chip.family], reset_amplitude=ins.reset_amplitude,
+        rig, envelope, family=family.name, n=station.chip.n, signal_levels=levels,
+        signal_unit=family.signal_unit, reset_amplitude=ins.reset_amplitude,
         reset_width=ins.reset_width, read_samples=ins.read_samples, read_dt=ins.read_dt,
         pulse_energy=pulse_energy, read_energy_j=read_energy,
         on_close=running.stop if running is not None else None,
@@ -125,20 +108,12 @@ def open_instruments(station: StationConfig, envelope: Envelope, seed: int | Non
 
 
 def role_settings(station: StationConfig, role: str) -> dict:
-    """Keyword arguments of a role adapter from its station table."""
-    ins = station.instruments
-    t = getattr(ins, role)
-    if role == "pulse_source":
-        return {"max_points": t.max_points}
-    if role == "field_supply":
-        return {"gain": t.gain, "coil": t.coil, "voltage_limit": t.voltage_limit,
-                "ramp_steps": t.ramp_steps, "ramp_pause_s": t.ramp_pause_s}
-    if role == "positioner":
-        return {"pitch": t.pitch, "origin": t.origin, "axis": t.axis}
-    if role == "source_meter":
-        bias = t.read_bias if t.read_bias is not None else station.chip.physics.read_bias
-        return {"read_bias": bias, "compliance": t.compliance, "nplc": t.nplc,
-                "ramp_steps": t.ramp_steps, "ramp_pause_s": t.ramp_pause_s}
-    if role == "switch":
-        return {"slots": tuple(t.slots)}
-    return {}
+    """Keyword arguments of a role adapter: the settings its model declares, from its station table.
+
+    A ``read_bias`` left out (None) is the chip's nominal ``physics.read_bias``; lists are passed
+    as tuples (the switch's ``slots``).
+    """
+    settings = adapter_settings(role, getattr(station.instruments, role))
+    if "read_bias" in settings and settings["read_bias"] is None:
+        settings["read_bias"] = station.chip.physics.read_bias
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from simulated_bench.physics import FAMILIES
+from collections.abc import Iterator, Mapping
 
+from . import families
 from .chip import Envelope, SynapseArray
 from .config import ConfigError, StationConfig
 from .simulated_array import SimulatedArray
 
-AMPLITUDE_UNITS = {"dw_nanowire": "T", "dw_mtj": "A", "stt_mtj": "V"}
+
+class _AmplitudeUnits(Mapping[str, str]):
+    """family name -> amplitude unit, from the family descriptors (kept for older callers:
+    prefer ``families.get(name).amplitude_unit``)."""
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return families.get(name).amplitude_unit
+        except families.PluginError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(families.names())
+
+    def __len__(self) -> int:
+        return len(families.names())
+
+
+AMPLITUDE_UNITS = _AmplitudeUnits()
 
 
 def envelope_of(station: StationConfig) -> Envelope:
@@ -19,7 +38,7 @@ def envelope_of(station: StationConfig) -> Envelope:
         width_min=e.width_min,
         width_max=e.width_max,
         read_bias_max=e.read_bias_max,
-        amplitude_unit=AMPLITUDE_UNITS[station.chip.family],
+        amplitude_unit=families.get(station.chip.family).amplitude_unit,
     )
 
 
@@ -33,7 +52,7 @@ def check_settings_against_envelope(protocol_cls, settings, source: str, station
     every offending key, its value and the limit, e.g. ``p.toml: key 'settings.amplitude_stop':
     0.05 T is above the station's envelope.amplitude_max 0.012 T (station sim-dw)``.
     """
-    family = station.chip.family
+    family = families.get(station.chip.family).name
     if family not in protocol_cls.families:
         raise ConfigError(f"{source}: key 'protocol.kind': {protocol_cls.kind} runs on "
                           f"{', '.join(protocol_cls.families)} chips, but station {station.station.name} has a "
@@ -52,7 +71,7 @@ def open_chip(station: StationConfig, seed: int | None = None) -> SynapseArray:
     chip = station.chip
     physics_seed = chip.seed if seed is None else seed
     if station.station.backend == "simulated":
-        devices = FAMILIES[chip.family](chip.n, seed=physics_seed, **chip.physics.model_dump())
+        devices = families.get(chip.family).build_simulator(chip.n, physics_seed, chip.physics)
         return SimulatedArray(devices, envelope_of(station))
     if station.station.backend == "instruments":
         from .instrument_station import open_instruments

@@ -6,36 +6,59 @@ synapses at all amplitudes, so an instrument backend can upload it as one wavefo
 counts go to ``/calibration`` as the sweep runs; at the end the law is fitted per synapse by
 maximum likelihood and the estimates with their confidence intervals are stored beside them.
 
-Laws: DW nanowires -> logistic (Ellis et al.) or Gaussian-depinning erf, fitted per width (the
-law has no width dependence); STT-MTJs -> thermal activation (Delta, Vc0 with tau0 fixed),
-fitted jointly over all widths; DW-MTJs -> the K-level landing model (I_c, mobility, sigma),
-jointly over widths.
+The law and its fit come from the chip family's descriptor (``labctl.families``): its first law by
+default, another of its laws if ``law`` names one. Built in: DW nanowires -> logistic (Ellis et
+al.) or Gaussian-depinning erf, fitted per width (the law has no width dependence); STT-MTJs ->
+thermal activation (Delta, Vc0 with tau0 fixed), fitted jointly over all widths; DW-MTJs -> the
+K-level landing model (I_c, mobility, sigma), jointly over widths. A family brought by a plugin
+is calibrated the same way, with its own law.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from enum import Enum
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from analysis import fitting
+from labctl import families as device_families
 from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
 from .base import ChipProtocol, EpochCursor, Kind, Settings
 
-DEFAULT_LAW = {"dw_nanowire": "logistic", "stt_mtj": "thermal", "dw_mtj": "landing"}
-LAW_PARAMS = {
-    "logistic": ("x0", "dx", "a"),
-    "gaussian": ("h0", "sigma"),
-    "thermal": ("delta", "vc0"),
-    "landing": ("i_c", "mobility", "sigma"),
-}
-LAW_FAMILIES = {"logistic": "dw_nanowire", "gaussian": "dw_nanowire", "thermal": "stt_mtj", "landing": "dw_mtj"}
+
+class _RegistryView(Mapping[str, Any]):
+    """A read-only mapping computed from the registered families (kept for older callers)."""
+
+    def __init__(self, keys, value):
+        self._keys, self._value = keys, value
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return self._value(key)
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
+def _law(name: str) -> device_families.Law:
+    return next(law for f in device_families.REGISTRY.values() for law in f.laws if law.name == name)
+
+
+DEFAULT_LAW = _RegistryView(device_families.names, lambda f: device_families.get(f).default_law().name)
+"""family -> name of its default law (prefer ``families.get(name).default_law()``)."""
+LAW_PARAMS = _RegistryView(device_families.law_names, lambda law: _law(law).param_names)
+"""law -> its parameter names (prefer ``families.get(name).law(law).param_names``)."""
 
 
 class CalibrationSettings(Settings):
@@ -49,9 +72,17 @@ class CalibrationSettings(Settings):
     repeats: int = Field(200, ge=1, le=1_000_000, description="trials per synapse per point")
     synapses: int | None = Field(None, ge=1, description="calibrate the first N synapses (default: all)")
     block: int = Field(4096, ge=1, description="synapses per batched call (one safe point each)")
-    law: Literal["auto", "logistic", "gaussian", "thermal", "landing"] = "auto"
+    law: str = Field("auto", description="'auto' (the family's first law) or the name of one of its laws")
     tau0: float = Field(1e-9, gt=0, description="attempt time fixed in the thermal fit, seconds")
     level: float = Field(0.95, gt=0, lt=1, description="confidence level of the fitted intervals")
+
+    @field_validator("law")
+    @classmethod
+    def _known_law(cls, value: str) -> str:
+        known = ["auto", *device_families.law_names()]
+        if value not in known:
+            raise ValueError(f"one of {', '.join(repr(k) for k in known)}")
+        return value
 
     @model_validator(mode="after")
     def _grid(self):
@@ -83,7 +114,7 @@ class Calibration(ChipProtocol):
 
     kind = "calibrate"
     settings_model = CalibrationSettings
-    families = ("dw_nanowire", "stt_mtj", "dw_mtj")
+    families = device_families.ANY
     # the grid is amplitudes, or a linspace from start to stop (its ends are its extremes)
     envelope_fields = {"amplitudes": "amplitude", "amplitude_start": "amplitude", "amplitude_stop": "amplitude",
                        "widths": "width"}
@@ -93,13 +124,20 @@ class Calibration(ChipProtocol):
     def __init__(self, name: str, settings: CalibrationSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)
         s = settings
-        self.law = DEFAULT_LAW[chip.family] if s.law == "auto" else s.law
-        if LAW_FAMILIES[self.law] != chip.family:
-            raise ValueError(f"law {self.law!r} fits {LAW_FAMILIES[self.law]} chips, not {chip.family}")
+        family = device_families.get(chip.family)
+        if s.law == "auto":
+            self.law_model = family.default_law()
+        else:
+            try:
+                self.law_model = family.law(s.law)
+            except KeyError:
+                owners = [f.name for f in device_families.REGISTRY.values() if s.law in (law.name for law in f.laws)]
+                raise ValueError(f"law {s.law!r} fits {', '.join(owners)} chips, not {family.name}") from None
+        self.law = self.law_model.name
         self.amplitudes = s.grid()
         self.widths = torch.tensor(s.widths, dtype=torch.float64)
         self.n = min(s.synapses or chip.n, chip.n)
-        self.multilevel = chip.family == "dw_mtj"
+        self.multilevel = self.law_model.level_counts
         shape = (len(self.widths), len(self.amplitudes), self.n)
         self.counts = torch.zeros(shape + ((chip.levels,) if self.multilevel else ()), dtype=torch.int64)
         self.blocks = [(b, min(b + s.block, self.n)) for b in range(0, self.n, s.block)]
@@ -112,11 +150,11 @@ class Calibration(ChipProtocol):
     @property
     def fit_groups(self) -> int:
         """Width-independent laws are fitted per width; the others jointly over all widths."""
-        return len(self.widths) if self.law in ("logistic", "gaussian") else 1
+        return len(self.widths) if self.law_model.per_width else 1
 
     def describe(self) -> dict[str, DatasetSpec]:
         unit = self.chip.envelope.amplitude_unit
-        g, n, p = self.fit_groups, self.n, len(LAW_PARAMS[self.law])
+        g, n, p = self.fit_groups, self.n, len(self.law_model.params)
         counts_name = "calibration/level_counts" if self.multilevel else "calibration/counts"
         return {
             "calibration/amplitude": DatasetSpec(np.float64, (len(self.amplitudes),), unit, "pulse amplitude grid"),
@@ -143,7 +181,7 @@ class Calibration(ChipProtocol):
             w.write("calibration/amplitude", self.amplitudes.numpy())
             w.write("calibration/width", self.widths.numpy())
             w.write("calibration/repeats", np.array([self.settings.repeats]))
-            w.write("calibration/fit/names", np.array([p.encode() for p in LAW_PARAMS[self.law]]))
+            w.write("calibration/fit/names", np.array([p.encode() for p in self.law_model.param_names]))
         points = len(self.amplitudes)
         while self.phase is Phase.SWEEP:
             wi, bi = divmod(int(cur.next_batch()[0]), len(self.blocks))
@@ -170,18 +208,16 @@ class Calibration(ChipProtocol):
         """Fit the law to the counts of every synapse (batched) and store the results."""
         repeats = self.settings.repeats
         amps, widths = self.amplitudes, self.widths
-        if self.law in ("logistic", "gaussian"):
-            fit_fn = fitting.fit_logistic if self.law == "logistic" else fitting.fit_gaussian
-            results = [fit_fn(amps, self.counts[wi].T, repeats, level=self.settings.level) for wi in range(len(widths))]
-        else:
-            amplitude = amps.repeat(len(widths))  # [width-major, amplitude-minor]
+        options = {"levels": self.chip.levels, "level": self.settings.level, "tau0": self.settings.tau0}
+        fit = self.law_model.fit
+        if self.law_model.per_width:  # counts [synapse, amplitude(, level)] of one width at a time
+            results = [fit(amps, widths[wi].expand(len(amps)), self.counts[wi].movedim(1, 0), repeats, **options)
+                       for wi in range(len(widths))]
+        else:  # every width at once: points [width-major, amplitude-minor]
+            amplitude = amps.repeat(len(widths))
             width = widths.repeat_interleave(len(amps))
-            if self.law == "thermal":
-                switched = self.counts.permute(2, 0, 1).reshape(self.n, -1)
-                results = [fitting.fit_thermal(amplitude, width, switched, repeats, tau0=self.settings.tau0, level=self.settings.level)]
-            else:
-                level_counts = self.counts.permute(2, 0, 1, 3).reshape(self.n, -1, self.chip.levels)
-                results = [fitting.fit_dwmtj_landing(amplitude, width, level_counts, self.chip.levels, level=self.settings.level)]
+            counts = self.counts.movedim(2, 0).reshape(self.n, len(widths) * len(amps), *self.counts.shape[3:])
+            results = [fit(amplitude, width, counts, repeats, **options)]
         self.fits = results
         self.fit = results[0]  # the summary reports the first group (first width, or the joint fit)
         if writer is not None:

@@ -56,6 +56,7 @@ import torch
 from pydantic import Field, model_validator
 
 from labctl.engine import Progress, RunContext
+from labctl.families.dw_mtj import DWMTJ
 from labctl.store import DatasetSpec
 
 from . import datasets
@@ -139,7 +140,7 @@ class TrainCluster(ChipProtocol):
 
     kind = "train-cluster"
     settings_model = ClusterSettings
-    families = ("dw_mtj",)
+    families = (DWMTJ.name,)
     envelope_fields = {"pulse_current": "magnitude", "pulse_width": "width"}  # pulses of +-pulse_current
     resumable = {
         "phase": Kind.PHASE, "cursor": Kind.CURSOR, "levels": Kind.TENSOR, "wins": Kind.TENSOR,

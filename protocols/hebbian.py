@@ -82,6 +82,7 @@ from pydantic import Field
 
 from analysis.switching_laws import thermal_switching_voltage
 from labctl.engine import Progress, RunContext
+from labctl.families.stt_mtj import STTMTJ
 from labctl.store import DatasetSpec
 
 from . import datasets
@@ -209,7 +210,7 @@ class TrainHebbian(ChipProtocol):
 
     kind = "train-hebbian"
     settings_model = HebbianSettings
-    families = ("stt_mtj",)
+    families = (STTMTJ.name,)
     envelope_fields = {"pulse_width": "width"}
     resumable = {
         "phase": Kind.PHASE, "cursor": Kind.CURSOR, "conductance": Kind.TENSOR, "g_p": Kind.VALUE,

@@ -47,6 +47,7 @@ from pydantic import Field
 from analysis.switching_laws import level_probabilities
 from labctl.chip import Counters, SynapseArray
 from labctl.engine import Progress, RunContext
+from labctl.families.dw_mtj import DWMTJ
 from labctl.store import DatasetSpec
 
 from .base import ChipProtocol, EpochCursor, Kind
@@ -140,7 +141,7 @@ class KStateTraining(ChipProtocol):
 
     kind = "train-kstate"
     settings_model = KStateSettings
-    families = ("dw_mtj",)
+    families = (DWMTJ.name,)
     envelope_fields = {"width": "width"}  # programming currents are clamped into the envelope
     resumable = {
         "phase": Kind.PHASE, "cursor": Kind.CURSOR, "w": Kind.TENSOR, "gain": Kind.TENSOR, "b": Kind.TENSOR,

@@ -43,6 +43,7 @@ from pydantic import Field
 from analysis.switching_laws import logistic_depinning
 from labctl.chip import Counters, SynapseArray
 from labctl.engine import Progress, RunContext
+from labctl.families.dw_nanowire import DWNanowire
 from labctl.store import DatasetSpec
 
 from . import datasets
@@ -139,6 +140,10 @@ def reduce_data(data: Prepared, pool: int, classes: int | None) -> Prepared:
 
 
 # ---------------------------------------------------------------------------- settings
+_NOMINAL = DWNanowire.law("logistic").nominal(DWNanowire.physics_model()())
+"""x0 (T), dx (1/T), a of the nominal DW nanowire: the defaults of the physics model."""
+
+
 class MeanVarSettings(TrainingSettings):
     """Settings of ``train-meanvar``. Amplitudes in tesla, widths in seconds."""
 
@@ -154,9 +159,9 @@ class MeanVarSettings(TrainingSettings):
     calibration_stop: float = Field(8.0e-3, description="calibration sweep stop, tesla")
     calibration_points: int = Field(25, ge=3, le=1000)
     calibration_repeats: int = Field(200, ge=1, le=1_000_000)
-    x0: float = Field(4.63168e-3, description="nominal law mid-point, tesla (calibrate = false)")
-    dx: float = Field(2.72741e3, gt=0, description="nominal law slope, 1/tesla")
-    a: float = Field(0.97813, gt=0, le=1, description="nominal law contrast")
+    x0: float = Field(_NOMINAL["x0"], description="nominal law mid-point, tesla (calibrate = false)")
+    dx: float = Field(_NOMINAL["dx"], gt=0, description="nominal law slope, 1/tesla")
+    a: float = Field(_NOMINAL["a"], gt=0, le=1, description="nominal law contrast")
     pool: int = Field(1, ge=1, le=8, description="max-pool the square input images by this factor after "
                       "binarising (OR of each block; digits 8x8 -> 4x4 with 2): fewer inputs and wires")
     classes: int | None = Field(None, ge=2, le=1000, description="keep only the samples of classes 0 .. N-1 "
@@ -176,7 +181,7 @@ class MeanVarTraining(ChipProtocol):
 
     kind = "train-meanvar"
     settings_model = MeanVarSettings
-    families = ("dw_nanowire",)
+    families = (DWNanowire.name,)
     envelope_fields = {"width": "width"}  # trained amplitudes are clamped into the envelope
     resumable = {
         "phase": Kind.PHASE, "calibration": Kind.NESTED, "cursor": Kind.CURSOR,

@@ -1,13 +1,17 @@
-"""Device physics of the simulated chip: three families as structs of torch tensors."""
+"""Device physics of the simulated chip: one class per device family, structs of torch tensors.
 
-from .device_array import BinaryDeviceArray, DeviceArray, PhysicsCounters, RandomStreams
-from .dw_mtj import DWMTJArray
-from .dw_nanowire import DWNanowireArray
-from .stt_mtj import STTMTJArray
+``FAMILIES`` maps a family name to its simulator class; each class names its parameter model
+(``params_model``, a :class:`PhysicsParams` subclass: the one place the defaults live).
+"""
+
+from .device_array import BinaryDeviceArray, DeviceArray, PhysicsCounters, PhysicsParams, RandomStreams
+from .dw_mtj import DWMTJArray, DWMTJPhysics
+from .dw_nanowire import DWNanowireArray, DWNanowirePhysics
+from .stt_mtj import STTMTJArray, STTMTJPhysics
 
 FAMILIES = {cls.family: cls for cls in (DWNanowireArray, DWMTJArray, STTMTJArray)}
 
 __all__ = [
-    "BinaryDeviceArray", "DeviceArray", "DWMTJArray", "DWNanowireArray", "FAMILIES",
-    "PhysicsCounters", "RandomStreams", "STTMTJArray",
+    "BinaryDeviceArray", "DeviceArray", "DWMTJArray", "DWMTJPhysics", "DWNanowireArray", "DWNanowirePhysics",
+    "FAMILIES", "PhysicsCounters", "PhysicsParams", "RandomStreams", "STTMTJArray", "STTMTJPhysics",
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from analysis.switching_laws import read_confusion, threshold_read_errors
 
@@ -99,12 +100,28 @@ def multinomial_counts(repeats: int, probs: Tensor, gen: torch.Generator) -> Ten
     return counts
 
 
+class PhysicsParams(BaseModel):
+    """Base of a family's physics parameters (SI units): the one place their defaults and bounds live.
+
+    A station file's ``[chip.physics]`` table is validated against the family's subclass; the
+    simulator is built from it. Unknown keys are errors, values are taken as written (no bool for
+    a number, no text for a number) and every float is finite.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
 class DeviceArray(ABC):
-    """Base of the simulated device families (see the module docstring)."""
+    """Base of the simulated device families (see the module docstring).
+
+    ``params_model``: the family's :class:`PhysicsParams` subclass; a subclass's constructor takes
+    ``n``, ``seed`` and that model's fields as keyword arguments (defaults from the model).
+    """
 
     family: str = ""
     amplitude_unit: str = ""
     signal_unit: str = ""
+    params_model: type[PhysicsParams] = PhysicsParams
 
     def __init__(self, n: int, levels: int, seed: int, read_energy_j: float, reset_energy_j: float):
         if n < 1:

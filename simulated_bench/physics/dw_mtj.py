@@ -10,47 +10,52 @@ wall position between G_AP (site 0) and G_P (site K-1).
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from analysis.energy import current_pulse_energy
 from analysis.switching_laws import dwmtj_landing, dwmtj_landing_cdf
 
-from .device_array import DeviceArray, Index, spread
+from .device_array import DeviceArray, Index, PhysicsParams, spread
 
 Tensor = torch.Tensor
+
+
+class DWMTJPhysics(PhysicsParams):
+    """Physics of simulated K-state DW-MTJs, SI units: a station's ``[chip.physics]`` table."""
+
+    levels: int = Field(5, ge=2, le=16, description="pinning sites K")
+    i_c: float = Field(100e-6, gt=0, le=1, description="depinning current, amperes (at most 1 A)")
+    mobility: float = Field(2e12, gt=0, le=1e20, description="sites per ampere-second above i_c (at most 1e20)")
+    sigma: float = Field(0.15, gt=0, le=5, description="landing spread, sites")
+    i_c_spread: float = Field(0.05, ge=0, le=0.5, description="relative device-to-device std of i_c (lognormal)")
+    mobility_spread: float = Field(0.05, ge=0, le=0.5, description="relative std of the mobility (lognormal)")
+    sigma_spread: float = Field(0.2, ge=0, le=1, description="relative std of sigma (lognormal)")
+    r_p: float = Field(3e3, gt=0, le=1e9, description="ohms, wall at the last site (at most 1 Gohm)")
+    tmr: float = Field(1.0, gt=0, le=10, description="tunnelling magnetoresistance, fraction")
+    read_noise: float = Field(20.0, ge=0, le=1e9, description="ohms (at most 1 Gohm)")
+    read_bias: float = Field(0.05, gt=0, le=10, description="volts (at most 10 V)")
+    read_time: float = Field(1e-6, gt=0, le=1, description="seconds (at most 1 s)")
+    reset_energy_j: float = Field(5e-12, ge=0, le=1, description="joules (at most 1 J)")
 
 
 class DWMTJArray(DeviceArray):
     """``n`` K-state DW-MTJs with per-device I_c, mobility and landing spread.
 
-    i_c in amperes; mobility in sites per ampere-second above I_c; sigma in sites; r_p in ohms
-    (resistance with the wall at the last site); tmr as a fraction; read_noise in ohms.
+    Parameters (keyword arguments, defaults in :class:`DWMTJPhysics`): i_c in amperes; mobility in
+    sites per ampere-second above I_c; sigma in sites; r_p in ohms (resistance with the wall at the
+    last site); tmr as a fraction; read_noise in ohms.
     """
 
     family = "dw_mtj"
     amplitude_unit = "A"
     signal_unit = "Ohm"
+    params_model = DWMTJPhysics
 
-    def __init__(
-        self,
-        n: int,
-        *,
-        levels: int = 5,
-        seed: int = 0,
-        i_c: float = 100e-6,
-        mobility: float = 2e12,
-        sigma: float = 0.15,
-        i_c_spread: float = 0.05,
-        mobility_spread: float = 0.05,
-        sigma_spread: float = 0.2,
-        r_p: float = 3e3,
-        tmr: float = 1.0,
-        read_noise: float = 20.0,
-        read_bias: float = 0.05,
-        read_time: float = 1e-6,
-        reset_energy_j: float = 5e-12,
-    ):
-        if levels < 2:
-            raise ValueError(f"levels must be >= 2, got {levels}")
+    def __init__(self, n: int, *, seed: int = 0, **params):
+        p = self.params_model(**params)
+        levels, i_c, mobility, sigma = p.levels, p.i_c, p.mobility, p.sigma
+        i_c_spread, mobility_spread, sigma_spread = p.i_c_spread, p.mobility_spread, p.sigma_spread
+        r_p, tmr, read_noise, read_bias, read_time, reset_energy_j = p.r_p, p.tmr, p.read_noise, p.read_bias, p.read_time, p.reset_energy_j
         super().__init__(n, levels, seed, 0.0, reset_energy_j)
         g = self.streams.construction
         self.i_c = spread(i_c, i_c_spread, n, g, lognormal=True)

@@ -9,51 +9,59 @@ The Kerr signal is the lock-in voltage, ``offset + contrast * level`` plus Gauss
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from analysis.energy import field_pulse_energy
 from analysis.switching_laws import gaussian_depinning
 
-from .device_array import BinaryDeviceArray, Index, spread
+from .device_array import BinaryDeviceArray, Index, PhysicsParams, spread
 
 Tensor = torch.Tensor
+
+
+class DWNanowirePhysics(PhysicsParams):
+    """Physics of simulated DW nanowires, SI units: a station's ``[chip.physics]`` table."""
+
+    law: Literal["logistic", "gaussian"] = "logistic"
+    x0: float = Field(4.63168e-3, gt=0, le=10, description="mid-point depinning field, tesla (0 < x0 <= 10 T)")
+    dx: float = Field(2.72741e3, gt=0, le=1e9, description="logistic slope, 1/tesla (at most 1e9)")
+    a: float = Field(0.97813, ge=0, le=1, description="logistic contrast (floor = 1 - a)")
+    sigma: float = Field(0.62e-3, gt=0, le=10, description="Gaussian depinning-field spread, tesla (at most 10 T)")
+    x0_spread: float = Field(0.05, ge=0, le=0.5, description="relative device-to-device std of x0")
+    dx_spread: float = Field(0.10, ge=0, le=1, description="relative std of dx (and sigma)")
+    a_spread: float = Field(0.005, ge=0, le=0.2, description="absolute std of a")
+    kerr_contrast: float = Field(1e-3, gt=0, le=10, description="lock-in signal step on switching, volts (at most 10 V)")
+    kerr_offset: float = Field(2e-3, ge=-10, le=10, description="lock-in signal before switching, volts (|offset| <= 10 V)")
+    read_noise: float = Field(1.5e-4, ge=0, le=10, description="Kerr read noise std, volts (at most 10 V)")
+    field_energy_coefficient: float = Field(200.0, ge=0, le=1e9, description="field-line energy k in k*B^2*t, J/(T^2 s) (at most 1e9)")
+    read_energy_j: float = Field(0.0, ge=0, le=1, description="energy per Kerr read dissipated on chip, joules (at most 1 J)")
+    reset_energy_j: float = Field(0.0, ge=0, le=1, description="energy per re-nucleation, joules (at most 1 J)")
 
 
 class DWNanowireArray(BinaryDeviceArray):
     """``n`` DW nanowires; per-wire (x0, dx, a) or (x0, sigma) with device-to-device spread.
 
-    x0: mid-point field (tesla); dx: logistic slope (1/tesla); a: contrast (floor is 1 - a);
-    sigma: depinning-field spread for the Gaussian law (tesla); kerr_contrast, kerr_offset and
-    read_noise in volts; field_energy_coefficient in J/(T^2 s); energies in joules.
+    Parameters (keyword arguments, defaults and units in :class:`DWNanowirePhysics`): x0: mid-point
+    field (tesla); dx: logistic slope (1/tesla); a: contrast (floor is 1 - a); sigma:
+    depinning-field spread for the Gaussian law (tesla); kerr_contrast, kerr_offset and read_noise
+    in volts; field_energy_coefficient in J/(T^2 s); energies in joules.
     """
 
     family = "dw_nanowire"
     amplitude_unit = "T"
     signal_unit = "V"
+    params_model = DWNanowirePhysics
 
-    def __init__(
-        self,
-        n: int,
-        *,
-        seed: int = 0,
-        law: str = "logistic",
-        x0: float = 4.63168e-3,
-        dx: float = 2.72741e3,
-        a: float = 0.97813,
-        sigma: float = 0.62e-3,
-        x0_spread: float = 0.05,
-        dx_spread: float = 0.10,
-        a_spread: float = 0.005,
-        kerr_contrast: float = 1e-3,
-        kerr_offset: float = 2e-3,
-        read_noise: float = 1.5e-4,
-        field_energy_coefficient: float = 1e-3,
-        read_energy_j: float = 0.0,
-        reset_energy_j: float = 0.0,
-    ):
+    def __init__(self, n: int, *, seed: int = 0, **params):
+        p = self.params_model(**params)
+        law, x0, dx, a, sigma = p.law, p.x0, p.dx, p.a, p.sigma
+        x0_spread, dx_spread, a_spread, read_noise = p.x0_spread, p.dx_spread, p.a_spread, p.read_noise
+        kerr_contrast, kerr_offset, field_energy_coefficient = p.kerr_contrast, p.kerr_offset, p.field_energy_coefficient
+        read_energy_j, reset_energy_j = p.read_energy_j, p.reset_energy_j
         super().__init__(n, 2, seed, read_energy_j, reset_energy_j)
-        if law not in ("logistic", "gaussian"):
-            raise ValueError(f"law must be 'logistic' or 'gaussian', got {law!r}")
         g = self.streams.construction
         self.law = law
         self.x0 = spread(x0, x0_spread, n, g)

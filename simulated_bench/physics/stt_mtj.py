@@ -10,46 +10,53 @@ device already in the target state, leaves it unchanged.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from analysis.energy import electrical_pulse_energy
 from analysis.switching_laws import thermal_switching
 
-from .device_array import BinaryDeviceArray, Index, spread
+from .device_array import BinaryDeviceArray, Index, PhysicsParams, spread
 
 Tensor = torch.Tensor
+
+
+class STTMTJPhysics(PhysicsParams):
+    """Physics of simulated STT-MTJs, SI units: a station's ``[chip.physics]`` table."""
+
+    r_p: float = Field(3e3, gt=0, le=1e9, description="parallel resistance, ohms (at most 1 Gohm)")
+    tmr: float = Field(1.5, gt=0, le=10, description="tunnelling magnetoresistance, fraction")
+    delta_p2ap: float = Field(45.0, gt=0, le=200, description="thermal stability P -> AP, dimensionless")
+    vc0_p2ap: float = Field(0.8, gt=0, le=5, description="critical voltage P -> AP, volts")
+    delta_ap2p: float = Field(42.0, gt=0, le=200, description="thermal stability AP -> P, dimensionless")
+    vc0_ap2p: float = Field(0.6, gt=0, le=5, description="critical voltage AP -> P, volts")
+    tau0: float = Field(1e-9, gt=0, le=1e-6, description="attempt time, seconds")
+    delta_spread: float = Field(0.05, ge=0, le=0.5, description="relative device-to-device std of Delta")
+    vc0_spread: float = Field(0.03, ge=0, le=0.5, description="relative std of Vc0")
+    r_spread: float = Field(0.03, ge=0, le=0.5, description="relative std of R_P and 1 + TMR (lognormal)")
+    read_noise: float = Field(60.0, ge=0, le=1e9, description="resistance read noise std, ohms (at most 1 Gohm)")
+    read_bias: float = Field(0.05, gt=0, le=10, description="read bias, volts (at most 10 V)")
+    read_time: float = Field(1e-6, gt=0, le=1, description="read integration time, seconds (at most 1 s)")
+    reset_energy_j: float = Field(2e-12, ge=0, le=1, description="joules (at most 1 J)")
 
 
 class STTMTJArray(BinaryDeviceArray):
     """``n`` STT-MTJs with per-device Delta, Vc0 for each direction, R_P and TMR.
 
-    r_p in ohms; tmr as a fraction (1.5 = 150 %); delta dimensionless; vc0 in volts; tau0 in
-    seconds; read_noise in ohms; read_bias (volts) and read_time (seconds) set the read energy.
+    Parameters (keyword arguments, defaults in :class:`STTMTJPhysics`): r_p in ohms; tmr as a
+    fraction (1.5 = 150 %); delta dimensionless; vc0 in volts; tau0 in seconds; read_noise in
+    ohms; read_bias (volts) and read_time (seconds) set the read energy.
     """
 
     family = "stt_mtj"
     amplitude_unit = "V"
     signal_unit = "Ohm"
+    params_model = STTMTJPhysics
 
-    def __init__(
-        self,
-        n: int,
-        *,
-        seed: int = 0,
-        r_p: float = 3e3,
-        tmr: float = 1.5,
-        delta_p2ap: float = 45.0,
-        vc0_p2ap: float = 0.8,
-        delta_ap2p: float = 42.0,
-        vc0_ap2p: float = 0.6,
-        tau0: float = 1e-9,
-        delta_spread: float = 0.05,
-        vc0_spread: float = 0.03,
-        r_spread: float = 0.03,
-        read_noise: float = 60.0,
-        read_bias: float = 0.05,
-        read_time: float = 1e-6,
-        reset_energy_j: float = 2e-12,
-    ):
+    def __init__(self, n: int, *, seed: int = 0, **params):
+        p = self.params_model(**params)
+        r_p, tmr, tau0, read_noise, read_bias, read_time = p.r_p, p.tmr, p.tau0, p.read_noise, p.read_bias, p.read_time
+        delta_p2ap, vc0_p2ap, delta_ap2p, vc0_ap2p = p.delta_p2ap, p.vc0_p2ap, p.delta_ap2p, p.vc0_ap2p
+        delta_spread, vc0_spread, r_spread, reset_energy_j = p.delta_spread, p.vc0_spread, p.r_spread, p.reset_energy_j
         super().__init__(n, 2, seed, 0.0, reset_energy_j)
         g = self.streams.construction
         self.r_p = spread(r_p, r_spread, n, g, lognormal=True)
