@@ -12,7 +12,8 @@ trigger plays ``BURS:NCYC`` periods of ``FUNC:PULS:WIDT`` seconds at the high le
 (``offset + amplitude / 2``) followed by the rest of ``FUNC:PULS:PER`` at the low level
 (``offset - amplitude / 2``; set ``VOLT:LOW 0`` for pulses from 0 V). The low part of each period
 is shortened to at most :data:`MAX_GAP_SAMPLES` pulse widths (the chip has no memory of the time
-between pulses). The other settings PyMeasure's driver declares (phase, duty cycles, edge time,
+between pulses). A width not below the period is refused (-221); a period set below the width
+shortens the width to fit. The other settings PyMeasure's driver declares (phase, duty cycles, edge time,
 burst period, amplitude unit, ...) are kept and reported by table (:data:`PROPERTIES`).
 """
 
@@ -83,7 +84,8 @@ class Agilent33500Sim(ArbitraryWaveformGenerator):
         if name == "pulse_width" and value > self.setting("pulse_period", suffix) - MIN_PULSE_WIDTH_S:
             raise CommandError(-221, "pulse width not below the period")
         if name == "pulse_period" and value < self.setting("pulse_width", suffix) + MIN_PULSE_WIDTH_S:
-            raise CommandError(-221, "period not above the pulse width")
+            # as the 33500 does: a shorter period shortens the pulse width to fit
+            super().store_setting("pulse_width", suffix, max(MIN_PULSE_WIDTH_S, value - MIN_PULSE_WIDTH_S))
         super().store_setting(name, suffix, value)
 
     def read_setting(self, name, suffix):

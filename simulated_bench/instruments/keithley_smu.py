@@ -402,7 +402,8 @@ class Keithley2450Sim(Keithley2400Sim):
         if not self.output:
             raise CommandError(-221, "output is off")
         v, i, r, _, _ = self._readings(1)[0]
-        return f"{ {'CURR': i, 'VOLT': v, 'RES': r}[self.sense]:+.6E}"
+        sense = self.sense.split("[")[0]  # CURR[:DC] -> CURR
+        return f"{ {'CURR': i, 'VOLT': v, 'RES': r}[sense]:+.6E}"
 
     @command("OUTPut[:STATe]")
     def output_set(self, args):
