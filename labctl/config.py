@@ -287,6 +287,14 @@ class StationConfig(Strict):
             return super().model_validate(obj, **kwargs)
         return _station_model(obj).model_validate(obj, **kwargs)
 
+    @classmethod
+    def model_for(cls, data: Any) -> type[StationConfig]:
+        """The model ``data`` is validated against (for messages about its keys); this one if none."""
+        try:
+            return _station_model(data) if cls is StationConfig and isinstance(data, dict) else cls
+        except ValidationError:
+            return cls
+
     @model_validator(mode="after")
     def _bias_in_envelope(self):
         bias = getattr(self.chip.physics, "read_bias", None)
@@ -538,7 +546,8 @@ def validate(model: type[M], data: Any, source: str, prefix: str = "") -> M:
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     except RecursionError:
         raise ConfigError(f"{source}: tables or arrays nested too deeply") from None
-    problems = list(dict.fromkeys(_describe(e, model, prefix) for e in errors))
+    shape = model.model_for(data) if hasattr(model, "model_for") else model  # for "did you mean"
+    problems = list(dict.fromkeys(_describe(e, shape, prefix) for e in errors))
     message = "; ".join(problems[:MAX_LISTED])
     if len(problems) > MAX_LISTED:
         message += f"; and {len(problems) - MAX_LISTED} more problems"
