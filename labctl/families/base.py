@@ -46,11 +46,15 @@ class Law:
     ``per_width``: the law has no width dependence and is fitted once per pulse width (else once,
     jointly over all widths). ``level_counts``: the fit takes per-level counts (a trial's outcome is
     the level read, ``SynapseArray.trial_levels``), not switched counts (``SynapseArray.trial``).
+    ``curve(amplitude, width, params, *, levels, tau0)``: probability that one pulse of
+    ``amplitude`` (family unit) and ``width`` (s) moves a device out of level 0, from the law's
+    parameters (name -> tensor, ``analysis.switching_laws``): the fitted S-curve a window draws.
     """
 
     name: str
     params: tuple[LawParam, ...]
     fit: Callable[..., FitResult]
+    curve: Callable[..., Any]
     per_width: bool = False
     level_counts: bool = False
     description: str = ""
@@ -69,7 +73,7 @@ class DeviceFamily:
 
     Class attributes:
 
-    - ``name``: the family's name in station files (``chip.family``), e.g. ``"stt_mtj"``;
+    - ``name``: the family's name in station files (``chip.family``), e.g. ``"sot_mtj"``;
     - ``label``: a short human description for windows (``"STT-MTJs (TMR)"``);
     - ``readout``: ``"kerr"`` (optical, a lock-in voltage per device) or ``"tmr"`` (a resistance
       through a switch matrix): which instrument bench drives it (``labctl.rigs``);
@@ -79,7 +83,9 @@ class DeviceFamily:
       ``physics_model`` (default: the simulator's ``params_model``) validates ``[chip.physics]``;
     - ``laws``: the switching laws the calibration can fit; the first is the default;
     - ``calibration_protocol``: the protocol file ``labctl calibrate`` runs on such a chip;
-    - ``bench_roles``: the ``[instruments.<role>]`` tables an instrument station needs.
+    - ``bench_roles``: the ``[instruments.<role>]`` tables an instrument station needs;
+    - ``sweep``: a starting S-curve (amplitude from, to in the family unit, width in seconds) about
+      the nominal switching range, for manual work at the bench.
     """
 
     name: ClassVar[str] = ""
@@ -91,6 +97,7 @@ class DeviceFamily:
     laws: ClassVar[tuple[Law, ...]] = ()
     calibration_protocol: ClassVar[str] = ""
     bench_roles: ClassVar[tuple[str, ...]] = ()
+    sweep: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
 
     @classmethod
     def physics_model(cls) -> type[BaseModel]:

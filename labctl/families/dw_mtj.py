@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from analysis import fitting
+from analysis import switching_laws as laws
 from analysis.energy import current_pulse_energy
 from simulated_bench.physics.dw_mtj import DWMTJArray
 
@@ -15,10 +17,15 @@ def _fit_landing(amplitude, width, counts, repeats, *, levels, level, **_):
     return fitting.fit_dwmtj_landing(amplitude, width, counts, levels, level=level)
 
 
+def _landing_curve(amplitude, width, p, *, levels, **_):
+    start = torch.zeros_like(amplitude)
+    return 1.0 - laws.dwmtj_landing(start, amplitude, width, p["i_c"], p["mobility"], p["sigma"], levels)[..., 0]
+
+
 LANDING = Law("landing", (LawParam("i_c", "A", "depinning current", "i_c"),
                           LawParam("mobility", "sites/(A s)", "wall mobility above i_c", "mobility"),
                           LawParam("sigma", "sites", "landing spread", "sigma")),
-              _fit_landing, level_counts=True, description="the wall moves mobility (|I| - i_c) t sites and lands Gaussian around it")
+              _fit_landing, _landing_curve, level_counts=True, description="the wall moves mobility (|I| - i_c) t sites and lands Gaussian around it")
 
 
 class DWMTJ(DeviceFamily):
@@ -26,13 +33,14 @@ class DWMTJ(DeviceFamily):
 
     name = DWMTJArray.family
     label = "DW-MTJs (TMR)"
-    readout = "tmr"
-    amplitude_unit = "A"
-    signal_unit = "Ohm"
+    readout = DWMTJArray.readout
+    amplitude_unit = DWMTJArray.amplitude_unit
+    signal_unit = DWMTJArray.signal_unit
     simulator = DWMTJArray
     laws = (LANDING,)
     calibration_protocol = "calibrate-dwmtj"
     bench_roles = ("pulse_source", "source_meter", "switch")
+    sweep = (80e-6, 330e-6, 1e-8)
 
     @classmethod
     def levels(cls, physics):

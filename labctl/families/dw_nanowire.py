@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from analysis import fitting
+from analysis import switching_laws as laws
 from analysis.energy import field_pulse_energy
 from simulated_bench.physics.dw_nanowire import DWNanowireArray
 
@@ -17,13 +18,21 @@ def _fit_gaussian(amplitude, width, counts, repeats, *, level, **_):
     return fitting.fit_gaussian(amplitude, counts, repeats, level=level)
 
 
+def _logistic_curve(amplitude, width, p, **_):
+    return laws.logistic_depinning(amplitude, p["x0"], p["dx"], p["a"])
+
+
+def _gaussian_curve(amplitude, width, p, **_):
+    return laws.gaussian_depinning(amplitude, p["h0"], p["sigma"])
+
+
 LOGISTIC = Law("logistic", (LawParam("x0", "T", "mid-point depinning field", "x0"),
                             LawParam("dx", "1/T", "logistic slope", "dx"),
                             LawParam("a", "", "contrast (floor = 1 - a)", "a")),
-               _fit_logistic, per_width=True, description="p = (1 - a) + a sigmoid(dx (h - x0)) (Ellis et al.)")
+               _fit_logistic, _logistic_curve, per_width=True, description="p = (1 - a) + a sigmoid(dx (h - x0)) (Ellis et al.)")
 GAUSSIAN = Law("gaussian", (LawParam("h0", "T", "mean depinning field", "x0"),
                             LawParam("sigma", "T", "depinning-field spread", "sigma")),
-               _fit_gaussian, per_width=True, description="p = (1 + erf((h - h0) / (sqrt(2) sigma))) / 2")
+               _fit_gaussian, _gaussian_curve, per_width=True, description="p = (1 + erf((h - h0) / (sqrt(2) sigma))) / 2")
 
 
 class DWNanowire(DeviceFamily):
@@ -31,13 +40,14 @@ class DWNanowire(DeviceFamily):
 
     name = DWNanowireArray.family
     label = "DW nanowires (Kerr)"
-    readout = "kerr"
-    amplitude_unit = "T"
-    signal_unit = "V"
+    readout = DWNanowireArray.readout
+    amplitude_unit = DWNanowireArray.amplitude_unit
+    signal_unit = DWNanowireArray.signal_unit
     simulator = DWNanowireArray
     laws = (LOGISTIC, GAUSSIAN)
     calibration_protocol = "calibrate-dw"
     bench_roles = ("pulse_source", "field_supply", "kerr_readout", "positioner")
+    sweep = (2e-3, 7.5e-3, 1e-6)
 
     @classmethod
     def nominal_levels(cls, physics):

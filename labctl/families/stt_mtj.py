@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import fitting
+from analysis import switching_laws as laws
 from analysis.energy import electrical_pulse_energy
 from simulated_bench.physics.stt_mtj import STTMTJArray
 
@@ -15,9 +16,13 @@ def _fit_thermal(amplitude, width, counts, repeats, *, level, tau0, **_):
     return fitting.fit_thermal(amplitude, width, counts, repeats, tau0=tau0, level=level)
 
 
+def _thermal_curve(amplitude, width, p, *, tau0, **_):
+    return laws.thermal_switching(amplitude.abs(), width, p["delta"], p["vc0"], tau0)
+
+
 THERMAL = Law("thermal", (LawParam("delta", "", "thermal stability P -> AP", "delta_p2ap"),
                           LawParam("vc0", "V", "critical voltage P -> AP", "vc0_p2ap")),
-              _fit_thermal, description="P = 1 - exp(-(t/tau0) exp(-delta (1 - V/vc0))) (Koch et al.), tau0 fixed")
+              _fit_thermal, _thermal_curve, description="P = 1 - exp(-(t/tau0) exp(-delta (1 - V/vc0))) (Koch et al.), tau0 fixed")
 
 
 class STTMTJ(DeviceFamily):
@@ -25,13 +30,14 @@ class STTMTJ(DeviceFamily):
 
     name = STTMTJArray.family
     label = "STT-MTJs (TMR)"
-    readout = "tmr"
-    amplitude_unit = "V"
-    signal_unit = "Ohm"
+    readout = STTMTJArray.readout
+    amplitude_unit = STTMTJArray.amplitude_unit
+    signal_unit = STTMTJArray.signal_unit
     simulator = STTMTJArray
     laws = (THERMAL,)
     calibration_protocol = "calibrate-stt"
     bench_roles = ("pulse_source", "source_meter", "switch")
+    sweep = (0.5, 0.95, 1e-7)
 
     @classmethod
     def nominal_levels(cls, physics):

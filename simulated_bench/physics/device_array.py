@@ -121,6 +121,7 @@ class DeviceArray(ABC):
     family: str = ""
     amplitude_unit: str = ""
     signal_unit: str = ""
+    readout: str = "tmr"  # "kerr" (optical, lock-in volts) or "tmr" (a resistance): which bench reads it
     params_model: type[PhysicsParams] = PhysicsParams
 
     def __init__(self, n: int, levels: int, seed: int, read_energy_j: float, reset_energy_j: float):

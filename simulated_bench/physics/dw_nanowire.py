@@ -53,6 +53,7 @@ class DWNanowireArray(BinaryDeviceArray):
     family = "dw_nanowire"
     amplitude_unit = "T"
     signal_unit = "V"
+    readout = "kerr"
     params_model = DWNanowirePhysics
 
     def __init__(self, n: int, *, seed: int = 0, **params):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import fitting
+from analysis import switching_laws as laws
 from analysis.energy import current_pulse_energy
 from labctl.families import DeviceFamily, Law, LawParam
 
@@ -16,10 +17,14 @@ def _fit_sigmoid(amplitude, width, counts, repeats, *, level, **_):
     return fitting.fit_logistic(amplitude, counts, repeats, level=level)
 
 
+def _sigmoid_curve(amplitude, width, p, **_):
+    return laws.logistic_depinning(amplitude, p["x0"], p["dx"], p["a"])
+
+
 SIGMOID = Law("sigmoid", (LawParam("x0", "A", "current of 50 % switching", "i50"),
                           LawParam("dx", "1/A", "slope, 1 / i_width"),
                           LawParam("a", "", "contrast")),
-              _fit_sigmoid, per_width=True, description="p = sigmoid((I - i50) / i_width)")
+              _fit_sigmoid, _sigmoid_curve, per_width=True, description="p = sigmoid((I - i50) / i_width)")
 
 
 class SotMtj(DeviceFamily):
@@ -32,6 +37,7 @@ class SotMtj(DeviceFamily):
     laws = (SIGMOID,)
     calibration_protocol = str(Path(__file__).with_name("calibrate-sot.toml"))
     bench_roles = ("pulse_source", "source_meter", "switch")
+    sweep = (0.4e-3, 1.6e-3, 1e-8)
 
     @classmethod
     def nominal_levels(cls, physics):
