@@ -241,6 +241,85 @@ def cmd_list(kind: str):
     return command
 
 
+
+# ---------------------------------------------------------------------------- sweeps
+SWEEP_ACTIONS = ("run", "info", "plot")
+
+
+def cmd_sweep(args) -> int:
+    """``labctl sweep [run] SWEEP.toml`` | ``labctl sweep info DIR`` | ``labctl sweep plot DIR``."""
+    words = list(args.words)
+    action = words.pop(0) if words[0] in SWEEP_ACTIONS and len(words) > 1 else "run"
+    if len(words) != 1:
+        raise BadInput(f"labctl sweep {action}: expected one {'sweep file' if action == 'run' else 'sweep folder'}"
+                       f" (got {' '.join(words) or 'none'})")
+    misplaced = [opt for opt, value, used_by in (("--out", args.out, "run"), ("--scheduler", args.scheduler, "run"),
+                                                 ("--workers", args.workers, "run"), ("--metric", args.metric, "plot"),
+                                                 ("--axis", args.axis, "plot")) if value is not None and used_by != action]
+    if misplaced:
+        raise BadInput(f"labctl sweep {action}: {', '.join(misplaced)} belongs to another action (labctl sweep --help)")
+    args.target = words[0]
+    return {"run": cmd_sweep_run, "info": cmd_sweep_info, "plot": cmd_sweep_plot}[action](args)
+
+
+def cmd_sweep_run(args) -> int:
+    """Run (or finish) a sweep: every point an ordinary run file in the sweep's folder, on Dask."""
+    from .sweep import load_sweep
+    from .sweep_dask import run_sweep
+
+    plan = load_sweep(args.target)  # every point validated before any runs: exit 2 otherwise
+    out = Path(args.out) if args.out else Path("sweeps") / plan.name
+    outcome = run_sweep(plan, out, scheduler=args.scheduler, workers=args.workers)
+    counts = {s: outcome.count(s) for s in ("success", "failed", "busy", "pending", "incomplete", "aborted")}
+    print(f"sweep {plan.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+          + f"; {len(outcome.ran)} ran now; index {out / 'sweep.json'}")
+    if outcome.complete:
+        return EXIT_OK
+    print(f"labctl: the sweep is not complete; run the same command to finish it (labctl sweep info {out})",
+          file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _sweep_index(folder: str):
+    from .sweep import read_index
+
+    index = read_index(Path(folder)) if Path(folder).is_dir() else None
+    if index is None:
+        raise BadInput(f"{folder}: not a sweep folder (no sweep.json; run labctl sweep SWEEP.toml --out {folder})")
+    return index
+
+
+def cmd_sweep_info(args) -> int:
+    """The sweep's table (also written as sweep.csv and sweep.parquet in the folder)."""
+    import pandas as pd
+
+    from .sweep import refresh_from_files, sweep_table, write_tables
+
+    index = _sweep_index(args.target)
+    refresh_from_files(index, Path(args.target))
+    table = sweep_table(index)
+    written = write_tables(Path(args.target), index)
+    shown = table.drop(columns=[c for c in ("name", "error") if c in table])
+    with pd.option_context("display.max_columns", 30, "display.width", 200, "display.precision", 4):
+        print(f"sweep {index['name']} ({index['protocol']} on {index['station']}): {len(table)} points")
+        print(shown.to_string(index=False))
+    for _, row in table[table["error"].astype(bool)].iterrows():
+        print(f"  {row['name']}: {row['error']}")
+    print("tables: " + ", ".join(str(p) for p in written))
+    return EXIT_OK
+
+
+def cmd_sweep_plot(args) -> int:
+    """PNG figures of a metric against an axis (mean +- std over seeds) and the Pareto fronts."""
+    from .sweep import plot_sweep, refresh_from_files
+
+    index = _sweep_index(args.target)
+    refresh_from_files(index, Path(args.target))
+    for path in plot_sweep(Path(args.target), index, metric=args.metric, axis=args.axis):
+        print(path)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- arguments
 def _seed(text: str) -> int:
     try:
@@ -259,6 +338,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"expected 1 <= N <= 4096, got {value}")
     return value
 
 
@@ -324,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(exit 1 if any does not answer)")
     p.add_argument("--station", required=True, help="station TOML file or embedded name")
     p.set_defaults(func=cmd_bench_status)
+
+    p = sub.add_parser("sweep", help="run a sweep over settings, station physics and seeds on Dask; info, plot",
+                       usage="labctl sweep [run] SWEEP.toml [--out DIR] [--scheduler ADDRESS] [--workers N]\n"
+                             "       labctl sweep info DIR\n"
+                             "       labctl sweep plot DIR [--metric M] [--axis A]")
+    p.add_argument("words", nargs="+", metavar="[ACTION] TARGET",
+                   help="run (default): a sweep TOML file or embedded sweep name; info, plot: a sweep folder")
+    p.add_argument("--out", help="run: the sweep's folder (default: sweeps/<name>; the same folder resumes it)")
+    p.add_argument("--scheduler", help="run: address (tcp://host:8786) or scheduler file of a running Dask "
+                                       "scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=_positive_int, help="run: local worker processes (default: one per core)")
+    p.add_argument("--metric", help="plot: the metric (default: test_accuracy, or the first one)")
+    p.add_argument("--axis", help="plot: the axis (default: the first that is not a seed)")
+    p.set_defaults(func=cmd_sweep)
 
     sub.add_parser("protocols", help="list embedded protocols").set_defaults(func=cmd_list("protocols"))
     sub.add_parser("stations", help="list embedded stations").set_defaults(func=cmd_list("stations"))

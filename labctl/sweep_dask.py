@@ -1,0 +1,256 @@
+"""Running a sweep's points: on Dask (a LocalCluster of one process per core, or a lab's scheduler),
+or one at a time in this process for stations with instruments.
+
+Each point is one Dask task, :func:`labctl.sweep.run_point`, which writes (or resumes) the point's
+ordinary run file and returns its record; the coordinator here writes the sweep index after every
+point. Dask re-runs the task of a worker that died on another worker, where it resumes the run file
+from its last checkpoint. Ctrl-C: the first stops handing out points (points not yet started return
+at once) and lets running ones finish; the second asks running points to abort at their next safe
+point (they resume from their last checkpoint on the next run); a third stops waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .sweep import (SweepPlan, new_index, read_index, refresh_from_files, run_point, update_point, write_index,
+                    write_tables)
+
+__all__ = ["SweepOutcome", "run_sweep"]
+
+FINISHED = "success"
+
+
+@dataclass
+class SweepOutcome:
+    """How a sweep invocation ended: counts by status, the points run in it, the index."""
+
+    index: dict[str, Any]
+    ran: list[str] = field(default_factory=list)  # points that ran (or resumed) in this invocation
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(p["status"] == status for p in self.index["points"])
+
+    @property
+    def complete(self) -> bool:
+        return all(p["status"] == FINISHED for p in self.index["points"])
+
+
+class _Interrupts:
+    """SIGINT while the sweep runs: counts the presses; the loops read ``level`` (0, 1, 2, 3+)."""
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.level, self.echo = 0, echo
+
+    def __call__(self, signum, frame) -> None:
+        self.level += 1
+        if self.level == 1:
+            self.echo("Ctrl-C: no new points; running points go on to their end (Ctrl-C again: stop them at "
+                      "their next safe point, resumable)")
+        elif self.level == 2:
+            self.echo("Ctrl-C again: running points stop at their next safe point (run the same command to "
+                      "resume them; Ctrl-C once more to stop waiting)")
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run_sweep(plan: SweepPlan, out_dir: str | Path, *, scheduler: str | None = None, workers: int | None = None,
+              local: bool | None = None, echo: Callable[[str], None] = print) -> SweepOutcome:
+    """Run every unfinished point of ``plan`` into ``out_dir``; returns the outcome (index included).
+
+    ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``) or a scheduler file;
+    None starts a LocalCluster of ``workers`` processes (default ``os.cpu_count()``), one thread
+    each, dashboard on 127.0.0.1 only. ``local``: run the points one at a time in this process
+    (forced for stations with instruments). Finished points are not run again; interrupted ones
+    resume from their last checkpoint.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = new_index(plan, out_dir, read_index(out_dir))
+    refresh_from_files(index, out_dir)
+    write_index(out_dir, index)
+    outcome = SweepOutcome(index)
+    todo = [p for p in plan.points if index["points"][p.index]["status"] != FINISHED]
+    done = len(plan.points) - len(todo)
+    echo(f"sweep {plan.name}: {len(plan.points)} points ({plan.pfile.protocol.kind} on station "
+         f"{plan.station.station.name}); {done} finished, {len(todo)} to run; folder {out_dir}")
+    if todo:
+        if plan.local_only or local:
+            if plan.local_only:
+                echo(f"station {plan.station.station.name} has instruments (one chip): points run one at a time "
+                     "in this process")
+            _run_here(plan, todo, out_dir, outcome, echo)
+        else:
+            _run_dask(plan, todo, out_dir, outcome, scheduler, workers, echo)
+    write_index(out_dir, index)
+    write_tables(out_dir, index)
+    return outcome
+
+
+def _record(out_dir: Path, outcome: SweepOutcome, record: dict, total: int, echo) -> None:
+    entry = update_point(outcome.index, record)
+    if record.get("ran"):
+        outcome.ran.append(record["name"])
+    write_index(out_dir, outcome.index)
+    finished = outcome.count(FINISHED)
+    what = entry["status"]
+    if record.get("resumed_from") is not None:
+        what += f" (resumed from step {record['resumed_from']})"
+    if entry.get("error"):
+        what += f": {entry['error']}"
+    echo(f"[{finished}/{total}] {record['name']}: {what}")
+
+
+def _run_here(plan: SweepPlan, todo, out_dir: Path, outcome: SweepOutcome, echo) -> None:
+    """One point at a time in this process (instrument stations; tests)."""
+    interrupts = _Interrupts(echo)
+    with interrupts.installed():
+        for point in todo:
+            if interrupts.level:
+                outcome.interrupted = True
+                break
+            record = run_point(plan.task(point, out_dir), should_stop=lambda: interrupts.level >= 2)
+            _record(out_dir, outcome, record, len(plan.points), echo)
+
+
+def _dashboard_available() -> bool:
+    try:
+        import bokeh  # noqa: F401  (the Dask dashboard needs it)
+    except ImportError:
+        return False
+    return True
+
+
+def _connect(scheduler: str | None, workers: int | None, echo):
+    """A Dask client: to ``scheduler``, or to a new LocalCluster; returns (client, cluster or None)."""
+    from distributed import Client, LocalCluster
+
+    _quiet_dask()
+    if scheduler:
+        try:
+            if scheduler.endswith(".json") and Path(scheduler).is_file():
+                client = Client(scheduler_file=scheduler, timeout="10s")
+            else:
+                client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            from .runs import BadInput
+
+            raise BadInput(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        n = len(client.scheduler_info(n_workers=-1)["workers"]) if _takes_n_workers(client) else \
+            len(client.scheduler_info()["workers"])
+        echo(f"Dask scheduler {client.scheduler.address}: {n} workers")
+        return client, None
+    n = workers or os.cpu_count() or 1
+    # The scheduler's HTTP server (the dashboard when bokeh is installed) listens on 127.0.0.1 only.
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    client = Client(cluster)
+    echo(f"Dask LocalCluster: {n} worker processes, 1 thread each")
+    return client, cluster
+
+
+def _quiet_dask() -> None:
+    """Dask logs every connection at INFO; the sweep says what matters itself (``--debug`` keeps them)."""
+    if logging.getLogger().level > logging.INFO:
+        for name in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
+                     "distributed.core", "distributed.http.proxy"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def _run_dask(plan: SweepPlan, todo, out_dir: Path, outcome: SweepOutcome, scheduler, workers, echo) -> None:
+    from distributed import Event
+
+    client, cluster = _connect(scheduler, workers, echo)
+    try:
+        if "dashboard" not in client.scheduler_info().get("services", {}):
+            echo("Dask dashboard: none (the scheduler serves none)")
+        elif _dashboard_available():
+            echo(f"Dask dashboard: {client.dashboard_link}")
+        else:
+            echo("Dask dashboard: none here (install bokeh for one)")
+        token = uuid.uuid4().hex[:12]
+        no_new, stop = Event(f"labctl-sweep-{token}-no-new", client=client), Event(f"labctl-sweep-{token}-stop",
+                                                                                  client=client)
+        futures = {}
+        for point in todo:
+            task = plan.task(point, out_dir.resolve(), no_new_event=no_new.name, stop_event=stop.name)
+            future = client.submit(run_point, task, key=f"labctl-point-{point.name}-{token}", pure=False)
+            futures[future] = point
+        _collect(client, futures, no_new, stop, out_dir, outcome, len(plan.points), echo)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _collect(client, futures: dict, no_new, stop, out_dir: Path, outcome: SweepOutcome, total: int, echo) -> None:
+    from distributed import CancelledError
+    from distributed.scheduler import KilledWorker
+
+    interrupts = _Interrupts(echo)
+    pending = dict(futures)
+    level = 0
+    with interrupts.installed():
+        while pending:
+            if interrupts.level != level:
+                level = interrupts.level
+                outcome.interrupted = True
+                if level == 1:
+                    no_new.set()
+                    running = {key for keys in client.processing().values() for key in keys}
+                    for future in pending:
+                        if future.key not in running:
+                            future.cancel()
+                elif level == 2:
+                    stop.set()
+                else:
+                    echo("stopped waiting: points still running in workers are left to them; run the same command "
+                         "later to finish the sweep")
+                    break
+            finished = [f for f in pending if f.done()]
+            if not finished:
+                time.sleep(0.1)
+                continue
+            for future in finished:
+                point = pending.pop(future)
+                try:
+                    record = future.result()
+                except CancelledError:
+                    record = {"name": point.name, "status": "not started",
+                              "reason": "sweep interrupted before this point started", "error": ""}
+                except KilledWorker as exc:
+                    record = {"name": point.name, "status": "failed", "reason": "error",
+                              "error": f"its worker died repeatedly ({exc})"}
+                except Exception as exc:  # the task itself raised: recorded, the sweep goes on
+                    record = {"name": point.name, "status": "failed", "reason": "error",
+                              "error": f"{type(exc).__name__}: {exc}"}
+                if record["status"] == "not started":
+                    record = {**record, "status": "pending"}
+                _record(out_dir, outcome, record, total, echo)  # a failed point is said; the sweep goes on
+    for future in pending:
+        future.cancel()
