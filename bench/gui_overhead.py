@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from labctl.cli import create_run_file, execute, prepare  # noqa: E402
+from labctl.runs import create_run_file, execute, prepare  # noqa: E402
 from labctl.gui.app import MainWindow, application, run_until  # noqa: E402
 
 
 def headless(protocol_ref: str, out: Path) -> float:
     protocol, chip, station, pfile = prepare(protocol_ref)
     writer = create_run_file(protocol, chip, station, pfile, out)
-    outcome, duration = execute(protocol, chip, writer, progress=False)
+    outcome, duration, _ = execute(protocol, chip, writer)
     assert outcome.status == "success", outcome.reason
     return duration
 

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labctl.cli import prepare  # noqa: E402
+from labctl.runs import prepare  # noqa: E402
 from labctl.engine import RunEngine  # noqa: E402
 
 CLUSTER_RUNS = [

@@ -24,7 +24,6 @@ amplitudes in the chip family's unit (tesla, ampere or volt).
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +37,7 @@ from pydantic import BaseModel
 from . import readers
 from .chip import SynapseArray
 from .config import ConfigError, ProtocolFile, StationConfig, load_protocol_file, load_station
-from .console import Console
-from .engine import RunEngine, RunOutcome
-from .runs import BadInput, build, check, create_run_file, default_out, open_for_resume, take_lock
-from .station import open_chip
+from .runs import BadInput, check, close_chip, default_out, execute, open_for_resume, open_station_chip, start_run
 from .store import RunFileBusy, RunFileError, RunReader, RunWriter
 
 __all__ = ["BadInput", "ConfigError", "ProtocolSpec", "RunData", "RunFileBusy", "RunFileError", "RunResult",
@@ -66,33 +62,15 @@ def open_station(ref: str | Path, *, seed: int | None = None) -> Iterator[Synaps
     state that cannot be confirmed on a normal exit raises the instrument's error; after an
     exception it is said on stderr and noted on that exception, which goes on.
     """
-    from instruments import InstrumentError
-
-    station = load_station(ref)
-    try:
-        chip = open_chip(station, seed=seed)
-    except InstrumentError as exc:
-        raise ConfigError(f"station {station.station.name}: cannot open the instruments: {exc}") from None
+    chip = open_station_chip(load_station(ref), seed=seed)
     try:
         yield chip
     except BaseException as exc:
-        failure = _close_chip(chip)
+        failure = close_chip(chip)
         if failure:
             exc.add_note(failure)
         raise
     chip.close()
-
-
-def _close_chip(chip: SynapseArray) -> str:
-    """Close the chip (safe state first); returns "" or what went wrong, also said on stderr."""
-    try:
-        chip.close()
-    except Exception as exc:  # the run is over: the user must learn that the outputs may be on
-        message = (f"labctl: warning: closing the chip failed, its safe state is NOT confirmed: "
-                   f"{type(exc).__name__}: {exc}")
-        print(message, file=sys.stderr)
-        return message
-    return ""
 
 
 # ---------------------------------------------------------------------------- protocols
@@ -196,16 +174,9 @@ def run(protocol: str | Path | ProtocolSpec, *, station: str | Path | None = Non
         spec = load_protocol(protocol, station=station, **(overrides or {}))
     seed = spec.seed if seed is None else seed
     out = Path(out) if out is not None else default_out(spec.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock = take_lock(out)  # before the chip is opened: a second writer never drives the instruments
+    plan, chip, writer, lock = start_run(spec.pfile, spec.source, spec.station, station_ref=spec.station_ref,
+                                         out=out, seed=seed, overwrite=overwrite)
     try:
-        plan, chip = build(spec.pfile, spec.source, spec.station, seed)
-        try:
-            writer = create_run_file(plan, chip, spec.station, spec.pfile, out, station_source=spec.station_ref,
-                                     overwrite=overwrite, lock=lock)
-        except BaseException:
-            _close_chip(chip)
-            raise
         return _execute(plan, chip, writer, progress=progress, checkpoint_every_s=checkpoint_every_s,
                         pause_timeout_s=pause_timeout_s, resumed=False)
     finally:
@@ -233,24 +204,16 @@ def resume(path: str | Path, *, station: str | Path | None = None, progress: Pro
 
 def _execute(plan, chip: SynapseArray, writer: RunWriter, *, progress: ProgressCallback | None,
              checkpoint_every_s: float | None, pause_timeout_s: float | None, resumed: bool) -> RunResult:
-    """Run ``plan`` under the engine with the terminal's run control; the chip is closed whatever happens."""
+    """Run ``plan`` with the command line's run control; the chip is closed whatever happens."""
     def on_progress(name: str, doc: dict) -> None:
         if name == "progress":
             progress(doc)
 
-    engine = RunEngine(chip, writer, checkpoint_every_s=checkpoint_every_s, checkpoint_at_start=not resumed,
-                       subscribers=(on_progress,) if progress is not None else ())
-    console = Console(engine, writer.path, progress=False, pause_timeout_s=pause_timeout_s)
-    start = time.perf_counter()
-    try:
-        with engine.ctrl_c_pauses():
-            outcome: RunOutcome = engine.run(plan)
-    finally:
-        console.close()
-        closed = _close_chip(chip)
+    outcome, duration, closed = execute(plan, chip, writer, subscribers=(on_progress,) if progress else (),
+                                        checkpoint_every_s=checkpoint_every_s, resumed=resumed,
+                                        pause_timeout_s=pause_timeout_s)
     return RunResult(outcome.status, outcome.reason, outcome.summary, Path(writer.path), outcome.steps,
-                     safe=outcome.safe and not closed, error=outcome.error,
-                     duration_s=time.perf_counter() - start)
+                     safe=outcome.safe and not closed, error=outcome.error, duration_s=duration)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -12,49 +12,20 @@ import json
 import logging
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
 from .config import ConfigError, ProtocolHeader, StationConfig, embedded_names, load_protocol_file, load_station
-from .console import Console
-from .engine import SUMMARY, RunEngine, RunOutcome
-from .runs import BadInput, build, check, create_run_file, default_out, open_for_resume, prepare, take_lock
-from .store import RunFileError, RunReader, RunWriter
+from .engine import RunOutcome
+from .readers import read_checkpoints, read_events, read_summary
+from .runs import BadInput, check, default_out, execute, open_for_resume, start_run
+from .store import RunFileError, RunReader
 
-__all__ = ["BadInput", "build", "create_run_file", "default_out", "execute", "main", "prepare", "run_info"]
+__all__ = ["build_parser", "main", "run_info"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_PROTOCOL = "train-meanvar"
-
-
-# ---------------------------------------------------------------------------- running
-def execute(protocol, chip, writer: RunWriter, *, progress: bool = True, checkpoint_every_s: float | None = 60.0,
-            resumed: bool = False, pause_timeout_s: float | None = 600.0) -> tuple[RunOutcome, float]:
-    """Run a protocol into its run file under the engine, controlled from the terminal.
-
-    Returns the outcome and the duration (s). The chip is closed (safe state) whatever happens.
-    """
-    engine = RunEngine(chip, writer, checkpoint_every_s=checkpoint_every_s, checkpoint_at_start=not resumed)
-    console = Console(engine, writer.path, progress=progress, pause_timeout_s=pause_timeout_s)
-    start = time.perf_counter()
-    try:
-        with engine.ctrl_c_pauses():
-            outcome = engine.run(protocol)
-    finally:
-        console.close()
-        _close_chip(chip)
-    return outcome, time.perf_counter() - start
-
-
-def _close_chip(chip) -> None:
-    """Close the chip; a failure to confirm its safe state is said, never hidden."""
-    try:
-        chip.close()
-    except Exception as exc:  # the run is over; the user must learn that the outputs may be on
-        print(f"labctl: warning: closing the chip failed, its safe state is NOT confirmed: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- printing
@@ -85,12 +56,8 @@ def run_info(path: str) -> dict[str, Any]:
     """What ``labctl info`` reports about a run file."""
     with RunReader(path) as reader:
         attrs = reader.attrs
-        summary: dict[str, Any] = {}
-        if SUMMARY in reader.names():
-            summary = reader.json_dataset(SUMMARY) or {}
-            if not isinstance(summary, dict):
-                raise RunFileError(f"{path}: its summary is damaged (expected a JSON object)")
-        events = reader.events()
+        summary = read_summary(reader)
+        events = read_events(reader)
         checkpoint = reader.latest_checkpoint()
         return {
             "file": str(path),
@@ -103,6 +70,7 @@ def run_info(path: str) -> dict[str, Any]:
             "exit_status": reader.exit_status(),
             "reason": next((e["reason"] for e in reversed(events) if e["kind"] == "stop"), ""),
             "resumable_from_step": None if checkpoint is None else checkpoint[0],
+            "checkpoints": len(read_checkpoints(reader)),
             "metrics": {k: v for k, v in summary.items() if k != "counters"},
             "counters": summary.get("counters", {}),
             "events": [{k: e[k] for k in ("kind", "status", "reason", "step")} for e in events],
@@ -117,18 +85,11 @@ def cmd_run(args) -> int:
     station = load_station(station_ref)
     check(pfile, source, station)  # before anything is opened or created
     out = Path(args.out) if args.out else default_out(pfile.protocol.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock = take_lock(out)  # before the chip is opened: a second writer never drives the instruments
+    protocol, chip, writer, lock = start_run(pfile, source, station, station_ref=station_ref, out=out,
+                                             seed=args.seed, overwrite=args.overwrite)
     try:
-        protocol, chip = build(pfile, source, station, args.seed)
-        try:
-            writer = create_run_file(protocol, chip, station, pfile, out, station_source=station_ref,
-                                     overwrite=args.overwrite, lock=lock)
-        except BaseException:
-            _close_chip(chip)
-            raise
-        outcome, duration = execute(protocol, chip, writer, progress=not args.no_progress,
-                                    checkpoint_every_s=args.checkpoint_every, pause_timeout_s=args.pause_timeout)
+        outcome, duration, _ = execute(protocol, chip, writer, progress_bar=not args.no_progress,
+                                       checkpoint_every_s=args.checkpoint_every, pause_timeout_s=args.pause_timeout)
     finally:
         lock.release()
     print_summary(outcome, writer.path, duration, pfile.protocol, station)
@@ -162,9 +123,9 @@ def cmd_resume(args) -> int:
     try:
         for note in job.notes:
             print(f"labctl: {note}", file=sys.stderr)
-        outcome, duration = execute(job.protocol, job.chip, job.writer, progress=not args.no_progress,
-                                    checkpoint_every_s=args.checkpoint_every, resumed=True,
-                                    pause_timeout_s=args.pause_timeout)
+        outcome, duration, _ = execute(job.protocol, job.chip, job.writer, progress_bar=not args.no_progress,
+                                       checkpoint_every_s=args.checkpoint_every, resumed=True,
+                                       pause_timeout_s=args.pause_timeout)
     finally:
         job.lock.release()
     print_summary(outcome, job.path, duration, job.pfile.protocol, job.station)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +23,12 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, ProtocolFile, StationConfig, load_protocol_file, load_station, safe_file_stem, validate
-from .engine import SUMMARY, SUMMARY_SPEC
+from .console import Console
+from .engine import SUMMARY, SUMMARY_SPEC, RunEngine, RunOutcome
 from .station import check_settings_against_envelope, open_chip
 from .store import RunFileError, RunFileLock, RunReader, RunWriter, partial_path, salvage
 
-__all__ = ["BadInput", "Resumable", "build", "check", "create_run_file", "default_out", "open_for_resume", "prepare",
+__all__ = ["BadInput", "Resumable", "build", "check", "close_chip", "execute", "open_station_chip", "start_run", "create_run_file", "default_out", "open_for_resume", "prepare",
            "intersect_envelopes"]
 
 
@@ -42,14 +44,9 @@ def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | 
     station's physics seed (another simulated chip of the same design). The settings are checked
     against the station's envelope before the chip is opened.
     """
-    from instruments import InstrumentError
-
     header = pfile.protocol
     cls, settings = check(pfile, source, station, overrides=overrides)
-    try:
-        chip = open_chip(station, seed=chip_seed)
-    except InstrumentError as exc:
-        raise ConfigError(f"station {station.station.name}: cannot open the instruments: {exc}") from None
+    chip = open_station_chip(station, seed=chip_seed)
     try:
         protocol = cls(header.name, settings, chip, seed=header.seed if seed is None else seed)
     except ValueError as exc:
@@ -59,6 +56,17 @@ def build(pfile: ProtocolFile, source: str, station: StationConfig, seed: int | 
         chip.close()
         raise
     return protocol, chip
+
+
+def open_station_chip(station: StationConfig, seed: int | None = None):
+    """The station's chip (``labctl.station.open_chip``); an instrument that cannot be opened is
+    bad input (ConfigError naming the station), not a crash."""
+    from instruments import InstrumentError
+
+    try:
+        return open_chip(station, seed=seed)
+    except InstrumentError as exc:
+        raise ConfigError(f"station {station.station.name}: cannot open the instruments: {exc}") from None
 
 
 def check(pfile: ProtocolFile, source: str, station: StationConfig, *, overrides: dict | None = None):
@@ -112,10 +120,11 @@ def create_run_file(protocol, chip, station: StationConfig, pfile: ProtocolFile,
     station's envelope from it). ``lock``: the file's writer lock if the caller already holds it
     (the caller releases it after the run); None: the writer takes it and releases it on close.
     """
+    used = pfile.model_copy(update={"settings": protocol.settings.model_dump(mode="json")})
     attrs = {
         "protocol_name": pfile.protocol.name,
         "protocol_kind": pfile.protocol.kind,
-        "protocol": pfile.model_dump(),
+        "protocol": used.model_dump(),  # the settings the run uses (overrides and defaults applied)
         "station_name": station.station.name,
         "station": station.model_dump(),
         "station_source": _absolute_ref(station_source) if station_source else "",
@@ -133,6 +142,64 @@ def _absolute_ref(ref: str) -> str:
     """A station reference that still resolves from another working directory."""
     path = Path(ref)
     return str(path.resolve()) if path.suffix == ".toml" else ref
+
+
+def start_run(pfile: ProtocolFile, source: str, station: StationConfig, *, station_ref: str | None, out: Path,
+              seed: int | None = None, overwrite: bool = False, overrides: dict | None = None):
+    """Take ``out``'s writer lock, open the chip, build the protocol, create the run file.
+
+    Returns (protocol, chip, writer, lock); the caller runs it (:func:`execute`) and then
+    releases the lock. The lock comes first, so a refused second writer never opens the chip.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = take_lock(out)
+    try:
+        protocol, chip = build(pfile, source, station, seed, overrides=overrides)
+        try:
+            writer = create_run_file(protocol, chip, station, pfile, out, station_source=station_ref,
+                                     overwrite=overwrite, lock=lock)
+        except BaseException:
+            close_chip(chip)
+            raise
+    except BaseException:
+        lock.release()
+        raise
+    return protocol, chip, writer, lock
+
+
+def execute(protocol, chip, writer: RunWriter, *, subscribers=(), progress_bar: bool = False,
+            checkpoint_every_s: float | None = 60.0, resumed: bool = False,
+            pause_timeout_s: float | None = 600.0) -> tuple[RunOutcome, float, str]:
+    """Run a protocol into its run file under the engine, with the terminal's run control.
+
+    In the main thread one Ctrl-C pauses (the terminal says how to go on), a second or SIGTERM
+    aborts (:mod:`labctl.console`). ``subscribers``: extra engine subscribers (progress callbacks).
+    The chip is closed (safe state) whatever happens. Returns the outcome, the duration (s) and
+    "" or the error of closing the chip (its safe state then is NOT confirmed).
+    """
+    engine = RunEngine(chip, writer, checkpoint_every_s=checkpoint_every_s, checkpoint_at_start=not resumed,
+                       subscribers=tuple(subscribers))
+    console = Console(engine, writer.path, progress=progress_bar, pause_timeout_s=pause_timeout_s)
+    start = time.perf_counter()
+    try:
+        with engine.ctrl_c_pauses():
+            outcome = engine.run(protocol)
+    finally:
+        console.close()
+        closed = close_chip(chip)
+    return outcome, time.perf_counter() - start, closed
+
+
+def close_chip(chip) -> str:
+    """Close the chip (safe state first); returns "" or what went wrong, also said on stderr."""
+    try:
+        chip.close()
+    except Exception as exc:  # the run is over: the user must learn that the outputs may be on
+        message = (f"closing the chip failed, its safe state is NOT confirmed: {type(exc).__name__}: "
+                   + " ".join(str(exc).splitlines()))
+        print(f"labctl: warning: {message}", file=sys.stderr)
+        return message
+    return ""
 
 
 # ---------------------------------------------------------------------------- resuming

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from labctl import api
+from labctl import api, runs
 from labctl.store import RunFileLock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_docs_api_snippets_run_in_order(tmp_path, monkeypatch, capsys):
 
 def test_open_station_reaches_safe_state_whatever_ends_the_block(monkeypatch):
     closed = []
-    real_open = api.open_chip
+    real_open = runs.open_chip
 
     def spy_open(station, seed=None):
         chip = real_open(station, seed=seed)
@@ -56,7 +56,7 @@ def test_open_station_reaches_safe_state_whatever_ends_the_block(monkeypatch):
         chip.close = lambda: (closed.append(True), close())[1]
         return chip
 
-    monkeypatch.setattr(api, "open_chip", spy_open)
+    monkeypatch.setattr(runs, "open_chip", spy_open)
     with pytest.raises(KeyboardInterrupt):
         with api.open_station("sim-dw"):
             raise KeyboardInterrupt
@@ -70,14 +70,14 @@ def test_open_station_says_when_the_safe_state_is_not_confirmed(monkeypatch, cap
     class Stuck(RuntimeError):
         pass
 
-    real_open = api.open_chip
+    real_open = runs.open_chip
 
     def failing_close(station, seed=None):
         chip = real_open(station, seed=seed)
         chip.close = lambda: (_ for _ in ()).throw(Stuck("outputs still on"))
         return chip
 
-    monkeypatch.setattr(api, "open_chip", failing_close)
+    monkeypatch.setattr(runs, "open_chip", failing_close)
     with pytest.raises(ValueError) as caught:  # the block's own error is not replaced
         with api.open_station("sim-dw"):
             raise ValueError("in the block")
@@ -105,7 +105,7 @@ def test_run_records_overrides_so_resume_rebuilds_the_same_protocol(tmp_path):
 
 def test_a_busy_run_file_is_refused_before_the_chip_opens(tmp_path, monkeypatch):
     out = tmp_path / "busy.h5"
-    monkeypatch.setattr(api, "open_chip", lambda *a, **k: pytest.fail("the chip was opened"))
+    monkeypatch.setattr(runs, "open_chip", lambda *a, **k: pytest.fail("the chip was opened"))
     with RunFileLock(out):
         with pytest.raises(api.RunFileBusy):
             api.run("calibrate-dw", out=out, overrides={"points": 7})

@@ -42,7 +42,7 @@ import time
 import pytest
 import torch
 
-from labctl.cli import build, create_run_file
+from labctl.runs import build, create_run_file
 from labctl.config import load_protocol_file, load_station
 from labctl.engine import RunEngine
 from labctl.store import RunReader

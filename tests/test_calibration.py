@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from labctl.cli import prepare
+from labctl.runs import prepare
 from labctl.engine import RunContext
 from protocols.calibration import Calibration
 

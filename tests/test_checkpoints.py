@@ -9,7 +9,7 @@ from itertools import islice
 import pytest
 import torch
 
-from labctl import cli
+from labctl import runs
 from labctl.config import embedded_names, load_protocol_file
 from labctl.engine import RunContext
 
@@ -19,14 +19,14 @@ PROTOCOLS = [name for name in embedded_names("protocols")
 
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_checkpoint_loads_safely_and_restores(name, tmp_path):
-    protocol, chip, station, pfile = cli.prepare(name)
-    writer = cli.create_run_file(protocol, chip, station, pfile, tmp_path / "run.h5")
+    protocol, chip, station, pfile = runs.prepare(name)
+    writer = runs.create_run_file(protocol, chip, station, pfile, tmp_path / "run.h5")
     steps = list(islice(protocol.run(RunContext(chip, writer)), 3))
     assert steps, "the protocol reached no safe point"
     buffer = io.BytesIO()
     torch.save({"plan": protocol.state_dict(), "chip": chip.state_dict()}, buffer)
     state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
-    fresh, fresh_chip, _, _ = cli.prepare(name)
+    fresh, fresh_chip, _, _ = runs.prepare(name)
     fresh.load_state_dict(state["plan"])
     fresh_chip.load_state_dict(state["chip"])
     assert torch.equal(fresh_chip.devices.state, chip.devices.state)

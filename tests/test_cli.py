@@ -69,9 +69,9 @@ def test_run_that_breaks_the_envelope_is_refused_before_anything_runs(tmp_path, 
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-from labctl import cli
-protocol, chip, station, pfile = cli.prepare(sys.argv[1])
-writer = cli.create_run_file(protocol, chip, station, pfile, Path(sys.argv[2]))
+from labctl import runs
+protocol, chip, station, pfile = runs.prepare(sys.argv[1])
+writer = runs.create_run_file(protocol, chip, station, pfile, Path(sys.argv[2]))
 inner = protocol.run
 def run(ctx):
     for i, progress in enumerate(inner(ctx)):
@@ -79,7 +79,7 @@ def run(ctx):
         if i == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)  # right after the engine checkpointed this safe point
 protocol.run = run
-cli.execute(protocol, chip, writer, progress=False, checkpoint_every_s=0)
+runs.execute(protocol, chip, writer, checkpoint_every_s=0)
 """
 
 

@@ -89,7 +89,8 @@ def test_persistent_fault_ends_with_clear_error_and_safe_state():
 
 
 def test_fault_beyond_the_retries_leaves_a_resumable_run_file(tmp_path):
-    from labctl.cli import create_run_file, execute, main
+    from labctl.cli import main
+    from labctl.runs import create_run_file, execute
     from labctl.config import load_protocol_file
     from labctl.store import RunReader
     from protocols.calibration import Calibration, CalibrationSettings
@@ -108,7 +109,7 @@ def test_fault_beyond_the_retries_leaves_a_resumable_run_file(tmp_path):
         pfile = pfile.model_copy(update={"settings": settings.model_dump()})
         out = tmp_path / "run.h5"
         writer = create_run_file(plan, chip, station, pfile, out)
-        outcome, _ = execute(plan, chip, writer, progress=False, checkpoint_every_s=0)
+        outcome, _, _ = execute(plan, chip, writer, checkpoint_every_s=0)
         assert outcome.status == "failed"
         assert "UnreachableError" in outcome.reason and "kerr_readout (SR830" in outcome.reason
         for role in ("pulse_source", "field_supply", "positioner"):
