@@ -45,8 +45,8 @@ def names() -> list[str]:
 
 
 def law_names() -> list[str]:
-    """Names of every registered family's laws, sorted."""
-    return sorted({law.name for family in REGISTRY.values() for law in family.laws})
+    """Names of every registered family's laws, in the order of the families and their laws."""
+    return list(dict.fromkeys(law.name for family in REGISTRY.values() for law in family.laws))
 
 
 class _AnyFamily:
