@@ -54,6 +54,7 @@ FORMAT = "labctl-sweep/1"
 SEED_AXES = ("seed", "chip_seed")
 RANGE_KEYS = {"start", "stop", "num", "log", "values"}
 MAX_POINTS = 100_000
+STOP_CHECK_EVERY_S = 1.0  # how often a running point asks whether the sweep was stopped (a scheduler round trip)
 
 
 # ---------------------------------------------------------------------------- the sweep file
@@ -409,8 +410,9 @@ class _StopWatch:
     """An engine subscriber that aborts the run at its next safe point once ``should_stop()`` is true
     (checked at most every ``every_s`` seconds: with Dask it asks the scheduler)."""
 
-    def __init__(self, should_stop: Callable[[], bool] | None, every_s: float = 1.0):
-        self.should_stop, self.every_s, self.engine, self._last = should_stop, every_s, None, 0.0
+    def __init__(self, should_stop: Callable[[], bool] | None, every_s: float | None = None):
+        self.should_stop, self.engine, self._last = should_stop, None, 0.0
+        self.every_s = STOP_CHECK_EVERY_S if every_s is None else every_s
 
     def __call__(self, name: str, doc: dict) -> None:
         if self.should_stop is None or self.engine is None or name != "progress":
