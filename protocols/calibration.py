@@ -51,13 +51,9 @@ class _RegistryView(Mapping[str, Any]):
         return len(self._keys())
 
 
-def _law(name: str) -> device_families.Law:
-    return next(law for f in device_families.REGISTRY.values() for law in f.laws if law.name == name)
-
-
 DEFAULT_LAW = _RegistryView(device_families.names, lambda f: device_families.get(f).default_law().name)
 """family -> name of its default law (prefer ``families.get(name).default_law()``)."""
-LAW_PARAMS = _RegistryView(device_families.law_names, lambda law: _law(law).param_names)
+LAW_PARAMS = _RegistryView(device_families.law_names, lambda law: device_families.find_law(law).param_names)
 """law -> its parameter names (prefer ``families.get(name).law(law).param_names``)."""
 
 LAW_CHOICES = ("auto", *device_families.law_names())

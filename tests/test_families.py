@@ -114,3 +114,18 @@ def test_no_module_names_a_built_in_family_outside_its_own_files():
         line for lines in unexpected.values() for line in lines)
     fixed = sorted(set(NOT_YET) - set(hits))
     assert not fixed, f"no longer names a family: remove from NOT_YET in {__file__}: {fixed}"
+
+
+def test_laws_and_simulators_are_found_from_what_a_run_file_or_bench_spec_holds():
+    from simulated_bench.physics import physics_class
+
+    assert families.find_law("thermal") is families.get("stt_mtj").default_law()
+    with pytest.raises(KeyError, match="no registered family has a law 'memristive'"):
+        families.find_law("memristive")
+    for name in BUILTIN:  # a bench spec may name the simulator by family or by reference
+        sim = families.get(name).simulator
+        assert physics_class(name) is sim is physics_class(families.reference(sim))
+    with pytest.raises(ValueError, match=r"cannot import 'nopkg.physics:Sot' \(ModuleNotFoundError"):
+        physics_class("nopkg.physics:Sot")
+    with pytest.raises(ValueError, match="not a simulated_bench.physics.DeviceArray subclass"):
+        physics_class("labctl.families:DeviceFamily")

@@ -49,6 +49,23 @@ def law_names() -> list[str]:
     return list(dict.fromkeys(law.name for family in REGISTRY.values() for law in family.laws))
 
 
+def find_law(name: str) -> Law:
+    """The law called ``name`` of the first registered family that has one (KeyError if none does).
+
+    For a reader that knows a calibration's law name (``summary["law"]``) but not its family.
+    """
+    for family in REGISTRY.values():
+        for law in family.laws:
+            if law.name == name:
+                return law
+    raise KeyError(f"no registered family has a law {name!r} (laws: {', '.join(law_names())})")
+
+
+def reference(cls: type) -> str:
+    """The ``module:Class`` reference of a class (e.g. a family's simulator, for the simulated bench)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 class _AnyFamily:
     """``families = ANY`` on a protocol: it runs on every family (``in`` is always true)."""
 
@@ -64,4 +81,5 @@ class _AnyFamily:
 
 ANY = _AnyFamily()
 
-__all__ = ["ANY", "BUILTIN", "DeviceFamily", "Law", "LawParam", "PluginError", "REGISTRY", "get", "law_names", "names"]
+__all__ = ["ANY", "BUILTIN", "DeviceFamily", "Law", "LawParam", "PluginError", "REGISTRY", "find_law", "get",
+           "law_names", "names", "reference"]
