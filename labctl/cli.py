@@ -210,7 +210,7 @@ SWEEP_ACTIONS = ("run", "info", "plot")
 def cmd_sweep(args) -> int:
     """``labctl sweep [run] SWEEP.toml`` | ``labctl sweep info DIR`` | ``labctl sweep plot DIR``."""
     words = list(args.words)
-    action = words.pop(0) if words[0] in SWEEP_ACTIONS and len(words) > 1 else "run"
+    action = words.pop(0) if words[0] in SWEEP_ACTIONS else "run"
     if len(words) != 1:
         raise BadInput(f"labctl sweep {action}: expected one {'sweep file' if action == 'run' else 'sweep folder'}"
                        f" (got {' '.join(words) or 'none'})")
