@@ -113,12 +113,13 @@ def take_lock(path: Path) -> RunFileLock:
 
 def create_run_file(protocol, chip, station: StationConfig, pfile: ProtocolFile, out: Path, *,
                     station_source: str | None = None, overwrite: bool = False,
-                    lock: RunFileLock | None = None) -> RunWriter:
+                    lock: RunFileLock | None = None, command: str | None = None) -> RunWriter:
     """A new run file with everything needed to understand and resume the run in its attributes.
 
     ``station_source``: the station's file path or embedded name (``labctl resume`` re-reads the
     station's envelope from it). ``lock``: the file's writer lock if the caller already holds it
     (the caller releases it after the run); None: the writer takes it and releases it on close.
+    ``command``: what started the run, as recorded (default: this process's command line).
     """
     used = pfile.model_copy(update={"settings": protocol.settings.model_dump(mode="json")})
     attrs = {
@@ -129,7 +130,7 @@ def create_run_file(protocol, chip, station: StationConfig, pfile: ProtocolFile,
         "station": station.model_dump(),
         "station_source": _absolute_ref(station_source) if station_source else "",
         "seed": protocol.seed,
-        "command": " ".join(sys.argv),
+        "command": command if command is not None else " ".join(sys.argv),
     }
     schema = {**protocol.describe(), SUMMARY: SUMMARY_SPEC}
     try:
@@ -145,7 +146,8 @@ def _absolute_ref(ref: str) -> str:
 
 
 def start_run(pfile: ProtocolFile, source: str, station: StationConfig, *, station_ref: str | None, out: Path,
-              seed: int | None = None, overwrite: bool = False, overrides: dict | None = None):
+              seed: int | None = None, overwrite: bool = False, overrides: dict | None = None,
+              command: str | None = None):
     """Take ``out``'s writer lock, open the chip, build the protocol, create the run file.
 
     Returns (protocol, chip, writer, lock); the caller runs it (:func:`execute`) and then
@@ -157,7 +159,7 @@ def start_run(pfile: ProtocolFile, source: str, station: StationConfig, *, stati
         protocol, chip = build(pfile, source, station, seed, overrides=overrides)
         try:
             writer = create_run_file(protocol, chip, station, pfile, out, station_source=station_ref,
-                                     overwrite=overwrite, lock=lock)
+                                     overwrite=overwrite, lock=lock, command=command)
         except BaseException:
             close_chip(chip)
             raise

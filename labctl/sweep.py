@@ -398,14 +398,6 @@ def _wall_time(events: list[dict], checkpoints: list[dict]) -> float:
     return total
 
 
-def _close_chip(chip) -> str:
-    try:
-        chip.close()
-    except Exception as exc:  # said and recorded: the outputs may be on
-        return f"closing the chip failed, its safe state is NOT confirmed: {type(exc).__name__}: {exc}"
-    return ""
-
-
 class _StopWatch:
     """An engine subscriber that aborts the run at its next safe point once ``should_stop()`` is true
     (checked at most every ``every_s`` seconds: with Dask it asks the scheduler)."""
@@ -447,7 +439,7 @@ def run_point(task: PointTask, *, no_new: Callable[[], bool] | None = None,
     import torch
 
     from .config import ConfigError as _ConfigError
-    from .runs import BadInput, build, create_run_file, open_for_resume, take_lock
+    from .runs import BadInput, open_for_resume, start_run
     from .store import RunFileBusy, RunFileError
 
     torch.set_num_threads(1)
@@ -468,15 +460,10 @@ def run_point(task: PointTask, *, no_new: Callable[[], bool] | None = None,
         if status == "missing":
             pfile = validate(ProtocolFile, task.pfile, task.source)
             station = validate(StationConfig, task.station, f"{task.source} (station of point {task.name})")
-            lock = take_lock(path)
+            protocol, chip, writer, lock = start_run(pfile, task.source, station, station_ref=task.station_ref,
+                                                     out=path, seed=task.seed,
+                                                     command=f"labctl sweep {task.source} (point {task.name})")
             try:
-                protocol, chip = build(pfile, task.source, station, task.seed)
-                try:
-                    writer = create_run_file(protocol, chip, station, pfile, path, station_source=task.station_ref,
-                                             lock=lock)
-                except BaseException:
-                    _close_chip(chip)
-                    raise
                 outcome, note = _execute(protocol, chip, writer, task, should_stop, resumed=False)
             finally:
                 lock.release()
@@ -504,6 +491,7 @@ def run_point(task: PointTask, *, no_new: Callable[[], bool] | None = None,
 
 def _execute(protocol, chip, writer, task: PointTask, should_stop, *, resumed: bool):
     from .engine import RunEngine
+    from .runs import close_chip
 
     watch = _StopWatch(should_stop)
     engine = RunEngine(chip, writer, checkpoint_every_s=task.checkpoint_every_s, checkpoint_at_start=not resumed,
@@ -512,7 +500,7 @@ def _execute(protocol, chip, writer, task: PointTask, should_stop, *, resumed: b
     try:
         outcome = engine.run(protocol)
     finally:
-        note = _close_chip(chip)
+        note = close_chip(chip)
     return outcome, note
 
 
