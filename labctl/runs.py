@@ -28,8 +28,8 @@ from .engine import SUMMARY, SUMMARY_SPEC, RunEngine, RunOutcome
 from .station import check_settings_against_envelope, open_chip
 from .store import RunFileError, RunFileLock, RunReader, RunWriter, partial_path, salvage
 
-__all__ = ["BadInput", "Resumable", "build", "check", "close_chip", "execute", "open_station_chip", "start_run", "create_run_file", "default_out", "open_for_resume", "prepare",
-           "intersect_envelopes"]
+__all__ = ["BadInput", "Resumable", "build", "check", "close_chip", "create_run_file", "default_out", "execute",
+           "intersect_envelopes", "open_for_resume", "open_station_chip", "prepare", "start_run", "take_lock"]
 
 
 class BadInput(Exception):
