@@ -28,7 +28,8 @@ Root attributes
 
 ``/<group>/<name>`` (from the schema)
     Datasets with attributes ``units`` (SI symbol such as ``"V"``, ``"s"``, ``"ohm"``, ``""`` for
-    dimensionless or counts) and ``description``. A spec whose ``shape[0]`` is ``None`` is
+    dimensionless or counts), ``description`` and, if declared, ``hint`` (JSON: what the dataset
+    is, for windows; :meth:`RunReader.hints`). A spec whose ``shape[0]`` is ``None`` is
     extendable: it is created empty (``(0, *shape[1:])``), chunked along axis 0, and grown with
     :meth:`RunWriter.append`. Any other spec is fixed: created at its full shape (filled with
     zeros) and written with :meth:`RunWriter.write`.
@@ -75,6 +76,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
+    "HINT_VIEWS",
     "DatasetSpec",
     "RunFileBusy",
     "RunFileError",
@@ -137,14 +139,25 @@ class DatasetSpec:
     ``shape``: ``None`` in axis 0 makes the dataset extendable (rows appended as the run goes);
     otherwise the dataset has this fixed shape and is written once (or in parts).
     ``units``: SI unit symbol, stored as the dataset's ``units`` attribute (``""``: dimensionless).
+    ``hint``: what the dataset is, for windows and readers (None: nothing to show), stored as the
+    dataset's ``hint`` attribute (JSON). A dict with ``"view"`` one of :data:`HINT_VIEWS` and that
+    view's keys (``docs/architecture.md``, "What a dataset is: hints"), e.g.
+    ``{"view": "weights", "role": "control", "label": "pulse amplitude", "shape": [10, 64]}``.
     """
 
     dtype: Any
     shape: tuple[int | None, ...]
     units: str = ""
     description: str = ""
+    hint: dict | None = None
+
+    def with_hint(self, hint: dict) -> "DatasetSpec":
+        """This declaration with ``hint`` (for a spec built by shared code)."""
+        return DatasetSpec(self.dtype, self.shape, self.units, self.description, hint)
 
     def __post_init__(self) -> None:
+        if self.hint is not None:
+            _check_hint(self.hint)
         dt = np.dtype(self.dtype)
         _check_storable_dtype(dt)
         shape = tuple(self.shape)
@@ -162,6 +175,19 @@ class DatasetSpec:
     @property
     def extendable(self) -> bool:
         return len(self.shape) > 0 and self.shape[0] is None
+
+
+#: The views a dataset's hint may name (the ``"view"`` key).
+HINT_VIEWS = ("weights", "curve", "calibration", "state_map", "energy")
+
+
+def _check_hint(hint: Any) -> None:
+    if not isinstance(hint, dict) or hint.get("view") not in HINT_VIEWS:
+        raise ValueError(f"hint {hint!r}: expected a dict whose 'view' is one of {', '.join(HINT_VIEWS)}")
+    try:
+        json.dumps(hint)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"hint {hint!r}: not plain JSON data ({exc})") from None
 
 
 def _check_storable_dtype(dt: np.dtype) -> None:
@@ -920,6 +946,8 @@ def _create_dataset(f: h5py.File, name: str, spec: DatasetSpec) -> h5py.Dataset:
         ds = f.create_dataset(name, shape=spec.shape, dtype=spec.dtype, dcpl=_early_dcpl())
     ds.attrs["units"] = spec.units
     ds.attrs["description"] = spec.description
+    if spec.hint is not None:
+        ds.attrs["hint"] = json.dumps(spec.hint)
     return ds
 
 
@@ -1078,6 +1106,25 @@ class RunReader:
         ds = self._ds(name)
         with self._reading(f"the attributes of /{name}"):
             return {k: _decode_attr(v) for k, v in ds.attrs.items()}
+
+    def hints(self) -> dict[str, dict]:
+        """The hint of every dataset that has one (``DatasetSpec.hint``): name -> dict, in name order.
+
+        RunFileError if a hint is not a JSON object with a ``view``.
+        """
+        out = {}
+        for name in self.names():
+            raw = self.dataset_attrs(name).get("hint")
+            if raw is None:
+                continue
+            try:
+                hint = json.loads(raw)
+            except ValueError:
+                hint = None
+            if not isinstance(hint, dict) or "view" not in hint:
+                raise RunFileError(f"{self.path}: dataset /{name} has a damaged hint ({str(raw)[:80]!r})")
+            out[name] = hint
+        return out
 
     def json_dataset(self, name: str) -> Any:
         """A uint8 dataset holding UTF-8 JSON (e.g. ``summary``) decoded; None if it is empty.
