@@ -43,10 +43,14 @@ COUNTER_DTYPE = np.dtype([("stage", "S16"), ("pulses", "<i8"), ("resets", "<i8")
 class TrainingSettings(Settings):
     """Data and optimiser settings common to the training protocols."""
 
-    data: str = Field("digits", description="digits | iris | wine | breast_cancer | mnist")
-    data_path: str | None = Field(None, description="local MNIST IDX folder or .npz (data = 'mnist')")
-    mnist_pool: int = Field(2, ge=1, le=4, description="max-pool factor for MNIST (28 -> 14 with 2)")
+    data: str = Field("digits", description="digits | iris | wine | breast_cancer | mnist | fashion-mnist")
+    data_path: str | None = Field(None, description="local IDX folder or .npz of an MNIST-format set (same as data_dir)")
+    data_dir: str | None = Field(None, description="folder of an MNIST-format set's IDX files (default for "
+                                 "fashion-mnist: $LABCTL_DATA, else /usr/share/datasets/fashion-mnist)")
+    mnist_pool: int = Field(2, ge=1, le=4, description="average-pool factor for MNIST-format 28x28 images "
+                            "(28 -> 14 with 2; 1: all 784 pixels)")
     train_limit: int | None = Field(None, ge=10, description="use only the first N training samples")
+    test_limit: int | None = Field(None, ge=10, description="use only the first N test samples (None: all)")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     split_seed: int = Field(0, ge=0, description="seed of the train/test split (recorded in the run file)")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="part of the training split held out for early stopping")
@@ -68,14 +72,17 @@ class Prepared(datasets.DataSplit):
 
 
 def prepare_data(s: TrainingSettings, *, binary: bool) -> Prepared:
-    """Load the data set, pool MNIST, binarise if asked, and hold out a fixed validation split."""
-    split = datasets.load(s.data, test_fraction=s.test_fraction, seed=s.split_seed, path=s.data_path)
+    """Load the data set, average-pool MNIST-format images, binarise if asked (after pooling), and hold
+    out a fixed validation split (``val_fraction`` of the first ``train_limit`` training samples)."""
+    split = datasets.load(s.data, test_fraction=s.test_fraction, seed=s.split_seed, path=s.data_path or s.data_dir)
     x_train, y_train, x_test, y_test = split.x_train, split.y_train, split.x_test, split.y_test
-    if s.data == "mnist" and s.mnist_pool > 1:
-        x_train = datasets.max_pool(x_train, 28, s.mnist_pool)
-        x_test = datasets.max_pool(x_test, 28, s.mnist_pool)
     if s.train_limit is not None:
         x_train, y_train = x_train[: s.train_limit], y_train[: s.train_limit]
+    if s.test_limit is not None:
+        x_test, y_test = x_test[: s.test_limit], y_test[: s.test_limit]
+    if s.data in datasets.IDX_SETS and s.mnist_pool > 1:
+        x_train = datasets.avg_pool(x_train, 28, s.mnist_pool)
+        x_test = datasets.avg_pool(x_test, 28, s.mnist_pool)
     if binary:
         x_train, x_test = datasets.binarise(x_train), datasets.binarise(x_test)
     gen = torch.Generator().manual_seed(10_007 + s.split_seed)
@@ -83,6 +90,8 @@ def prepare_data(s: TrainingSettings, *, binary: bool) -> Prepared:
     n_val = int(round(s.val_fraction * len(y_train)))
     val, train = perm[:n_val], perm[n_val:]
     record = dict(split.split, val_fraction=s.val_fraction, n_val=n_val, binarised=binary)
+    if s.data in datasets.IDX_SETS:
+        record.update(pool=s.mnist_pool, n_train_used=len(train), n_test_used=len(y_test))
     return Prepared(split.name, x_train[train], y_train[train], x_test, y_test, split.classes, record,
                     x_val=x_train[val], y_val=y_train[val])
 
