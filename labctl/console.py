@@ -135,6 +135,12 @@ def _is_terminal(stream) -> bool:
 
 
 def _progress_bar():
+    """A progress line on stderr: safe points done, of at most how many, and time elapsed.
+
+    No percentage and no ETA: a protocol's total is an upper bound (early stopping ends training
+    sooner) and its steps are not equally long (the calibration's fit at the end), so either
+    would mislead."""
     from tqdm import tqdm
 
-    return tqdm(total=None, unit="step", disable=None, file=sys.stderr, leave=False)
+    return tqdm(total=None, unit="step", disable=None, file=sys.stderr, leave=False,
+                bar_format="{desc}step {n_fmt} of at most {total_fmt} [{elapsed}]")
