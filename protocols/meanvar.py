@@ -243,6 +243,9 @@ class MeanVarTraining(ChipProtocol):
         c, d = self.c, self.d
         specs = dict(self.calibration.describe()) if self.calibration is not None else {}
         specs.update(training_specs(3))
+        specs["train/metrics"] = specs["train/metrics"].with_hint(
+            {"view": "curve", "x": "epoch", "y": ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]})
+        specs["energy/ledger"] = specs["energy/ledger"].with_hint({"view": "energy"})
         specs.update({
             "train/amplitude": DatasetSpec(np.float32, (None, c, d), "T", "trained pulse amplitudes at the end of each epoch"),
             "model/law": DatasetSpec(np.float64, (3, c, d), "SI", "device law used as the model: x0 (T), dx (1/T), a"),
