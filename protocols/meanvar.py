@@ -247,10 +247,18 @@ class MeanVarTraining(ChipProtocol):
             {"view": "curve", "x": "epoch", "y": ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]})
         specs["energy/ledger"] = specs["energy/ledger"].with_hint({"view": "energy"})
         specs.update({
-            "train/amplitude": DatasetSpec(np.float32, (None, c, d), "T", "trained pulse amplitudes at the end of each epoch"),
-            "model/law": DatasetSpec(np.float64, (3, c, d), "SI", "device law used as the model: x0 (T), dx (1/T), a"),
-            "model/amplitude": DatasetSpec(np.float64, (c, d), "T", "final (best-validation) pulse amplitudes"),
-            "model/probability": DatasetSpec(np.float64, (c, d), "", "switching probability of the final amplitudes"),
+            "train/amplitude": DatasetSpec(np.float32, (None, c, d), "T", "trained pulse amplitudes at the end of each epoch",
+                                           hint={"view": "weights", "role": "control", "label": "pulse amplitude",
+                                                 "shape": [c, d], "when": "epoch"}),
+            "model/law": DatasetSpec(np.float64, (3, c, d), "SI", "device law used as the model: x0 (T), dx (1/T), a",
+                                     hint={"view": "weights", "role": "law", "law": "logistic", "shape": [c, d],
+                                           "label": "switching probability"}),
+            "model/amplitude": DatasetSpec(np.float64, (c, d), "T", "final (best-validation) pulse amplitudes",
+                                           hint={"view": "weights", "role": "control", "label": "pulse amplitude",
+                                                 "shape": [c, d], "when": "end"}),
+            "model/probability": DatasetSpec(np.float64, (c, d), "", "switching probability of the final amplitudes",
+                                             hint={"view": "weights", "role": "effective", "label": "switching probability",
+                                                   "shape": [c, d], "when": "end", "range": [0, 1]}),
             "model/bias": DatasetSpec(np.float64, (c,), "", "output biases (units of switched-count / N)"),
             "test/accuracy": DatasetSpec(np.float64, (self.settings.test_passes,), "", "test accuracy of each stochastic pass"),
         })
