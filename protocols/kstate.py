@@ -191,10 +191,20 @@ class KStateTraining(ChipProtocol):
     # ------------------------------------------------------------------ run file
     def describe(self) -> dict[str, DatasetSpec]:
         specs = training_specs(4)
+        specs["train/metrics"] = specs["train/metrics"].with_hint(
+            {"view": "curve", "x": "epoch", "y": ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]})
+        specs["energy/ledger"] = specs["energy/ledger"].with_hint({"view": "energy"})
+        layers = [list(shape) for shape in self.shapes]
         specs.update({
-            "train/target_levels": DatasetSpec(np.int8, (None, self.synapses), "", "target level of every synapse, per epoch"),
-            "model/shadow_weights": DatasetSpec(np.float32, (self.synapses,), "", "final shadow weights in [-1, 1], chip order"),
-            "model/levels": DatasetSpec(np.int8, (self.synapses,), "", "levels read from the chip before the test"),
+            "train/target_levels": DatasetSpec(np.int8, (None, self.synapses), "", "target level of every synapse, per epoch",
+                                               hint={"view": "weights", "role": "levels", "label": "target level",
+                                                     "layers": layers, "when": "epoch"}),
+            "model/shadow_weights": DatasetSpec(np.float32, (self.synapses,), "", "final shadow weights in [-1, 1], chip order",
+                                                hint={"view": "weights", "role": "control", "label": "shadow weight",
+                                                      "layers": layers, "when": "end"}),
+            "model/levels": DatasetSpec(np.int8, (self.synapses,), "", "levels read from the chip before the test",
+                                        hint={"view": "weights", "role": "levels", "label": "level read",
+                                              "layers": layers, "when": "end"}),
             "model/target_levels": DatasetSpec(np.int8, (self.synapses,), "", "final target levels"),
             "model/gain_bias": DatasetSpec(np.float64, (2 * sum(o for o, _ in self.shapes),), "",
                                            "per layer: output gains, then biases (float periphery)"),
