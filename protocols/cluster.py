@@ -184,14 +184,18 @@ class TrainCluster(ChipProtocol):
         return {
             "train/metrics": DatasetSpec(METRICS_DTYPE, (None,), "", "one row per batch: epoch, samples seen, eta, "
                                          "mean squared distance input-winner, clusters used this epoch, cumulative "
-                                         "chip pulses, reads and energy (J), wall time (s)"),
-            "train/levels": DatasetSpec(np.int8, (s.clusters, self.inputs), "", "final levels read, [cluster, input]"),
+                                         "chip pulses, reads and energy (J), wall time (s)",
+                                         hint={"view": "curve", "x": "samples", "y": ["distance2"]}),
+            "train/levels": DatasetSpec(np.int8, (s.clusters, self.inputs), "", "final levels read, [cluster, input]",
+                                        hint={"view": "weights", "role": "levels", "label": "level read",
+                                              "shape": [s.clusters, self.inputs], "when": "end"}),
             "train/init_levels": DatasetSpec(np.int8, (s.clusters, self.inputs), "", "levels read after initialisation"),
             "readout/labels_per_class": DatasetSpec(np.int64, (n_lab,), "", "labelled samples per class (0 = all)"),
             "readout/accuracy": DatasetSpec(np.float64, (n_lab, draws), "", "test accuracy, DW-MTJ WTA + read-out [entry, draw]"),
             "readout/accuracy_float_wta": DatasetSpec(np.float64, (n_lab, draws), "", "float WTA + same read-out"),
             "readout/accuracy_logreg": DatasetSpec(np.float64, (n_lab, draws), "", "logistic regression on raw features"),
-            "energy": DatasetSpec(ENERGY_DTYPE, (1,), "J", "energy (J) and operation counts of learning and inference"),
+            "energy": DatasetSpec(ENERGY_DTYPE, (1,), "J", "energy (J) and operation counts of learning and inference",
+                                  hint={"view": "energy"}),
         }
 
     # ------------------------------------------------------------------ helpers
