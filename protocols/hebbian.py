@@ -362,11 +362,16 @@ class TrainHebbian(ChipProtocol):
             "train/metrics": DatasetSpec(METRICS_DTYPE, (None,), "", "one row per batch: epoch, samples seen, switching "
                                          "probability, samples without a spike, largest share of wins of one neuron "
                                          "this epoch, neurons that won this epoch, cumulative chip pulses, reads, "
-                                         "energy (J), wall time (s)"),
+                                         "energy (J), wall time (s)",
+                                         hint={"view": "curve", "x": "samples", "y": ["max_win_fraction"]}),
             "train/wins": DatasetSpec(np.int64, (s.neurons,), "", "training samples won by each neuron"),
             "train/thresholds": DatasetSpec(np.float64, (s.neurons,), "", "adaptive thresholds at the end of training"),
-            "train/state": DatasetSpec(np.int8, (s.neurons, self.rows, self.k), "", "final MTJ levels read (0 P, 1 AP)"),
-            "train/weights": DatasetSpec(np.float32, (s.neurons, self.rows), "", "final differential weights"),
+            "train/state": DatasetSpec(np.int8, (s.neurons, self.rows, self.k), "", "final MTJ levels read (0 P, 1 AP)",
+                                       hint={"view": "state_map", "label": "MTJ level (0 P, 1 AP)",
+                                             "shape": [s.neurons, self.rows * self.k], "when": "end"}),
+            "train/weights": DatasetSpec(np.float32, (s.neurons, self.rows), "", "final differential weights",
+                                         hint={"view": "weights", "role": "control", "label": "differential weight",
+                                               "shape": [s.neurons, self.rows], "when": "end"}),
             "eval/labels": DatasetSpec(np.int64, (s.neurons,), "", "class assigned to each neuron (-1: never won)"),
             "eval/class_rates": DatasetSpec(np.float64, (s.neurons, c), "", "class-response rates of each neuron "
                                             "(among the vote_k first to fire, per training sample of a class; "
@@ -374,7 +379,8 @@ class TrainHebbian(ChipProtocol):
             "eval/accuracy": DatasetSpec(np.float64, (3,), "", "test accuracy [chip, float baseline (nan if off), "
                                          "chip with the single-winner read-out]"),
             "eval/confusion": DatasetSpec(np.int64, (c, c), "", "test confusion matrix of the chip [true, predicted]"),
-            "energy": DatasetSpec(ENERGY_DTYPE, (1,), "J", "energy (J) and pulse/read counts of learning and inference"),
+            "energy": DatasetSpec(ENERGY_DTYPE, (1,), "J", "energy (J) and pulse/read counts of learning and inference",
+                                  hint={"view": "energy"}),
         }
 
     # ------------------------------------------------------------------ the run
