@@ -189,3 +189,20 @@ def max_pool(images: torch.Tensor, side: int, factor: int) -> torch.Tensor:
 def binarise(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Binary inputs (0.0 / 1.0) for methods that drive synapses with on/off pulses."""
     return (x > threshold).float()
+
+
+def load_subset(name: str, *, test_fraction: float = 0.25, seed: int = 0, path: str | None = None,
+                pool: int = 1, train_limit: int | None = None, test_limit: int | None = None) -> DataSplit:
+    """:func:`load`, then the first ``train_limit`` training and ``test_limit`` test samples, and an
+    MNIST-format set's 28x28 images average-pooled by ``pool`` (28 -> 14 with 2). The ``split``
+    record says what was kept."""
+    split = load(name, test_fraction=test_fraction, seed=seed, path=path)
+    if train_limit is not None:
+        split.x_train, split.y_train = split.x_train[:train_limit], split.y_train[:train_limit]
+    if test_limit is not None:
+        split.x_test, split.y_test = split.x_test[:test_limit], split.y_test[:test_limit]
+    if name in IDX_SETS and pool > 1:
+        split.x_train, split.x_test = avg_pool(split.x_train, 28, pool), avg_pool(split.x_test, 28, pool)
+    if name in IDX_SETS or train_limit is not None or test_limit is not None:
+        split.split = dict(split.split, pool=pool, n_train_used=len(split.y_train), n_test_used=len(split.y_test))
+    return split

@@ -38,7 +38,7 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from analysis.switching_laws import logistic_depinning
 from labctl.chip import Counters, SynapseArray
@@ -55,6 +55,10 @@ from .training import (
 
 Tensor = torch.Tensor
 Forward = Literal["chip", "model", "continuous"]
+
+#: One row of ``test/n_sweep`` per N (0: the continuous limit).
+N_SWEEP_DTYPE = np.dtype([("measurements", "<i8"), ("accuracy", "<f8"), ("accuracy_std", "<f8"),
+                          ("trials_per_inference", "<f8"), ("energy_per_inference_j", "<f8")])
 
 
 # ---------------------------------------------------------------------------- the rule (pure tensors)
@@ -85,15 +89,16 @@ def active_pairs(x: Tensor, classes: int) -> tuple[Tensor, Tensor]:
     return rows, synapses
 
 
-def measure_on_chip(chip: SynapseArray, x: Tensor, h: Tensor, width: float, n_meas: int) -> Tensor:
+def measure_on_chip(chip: SynapseArray, x: Tensor, h: Tensor, width: float, n_meas: int, offset: int = 0) -> Tensor:
     """Measured pre-activations ``Y (B, C)``: one batched ``trial`` call over all active pairs.
 
-    h: ``(C, D)`` amplitudes in tesla, already inside the envelope; width in seconds.
+    h: ``(C, D)`` amplitudes in tesla, already inside the envelope; width in seconds; offset: chip
+    index of the layer's synapse (0, 0) (layers of a multi-layer network lie one after the other).
     """
     classes = h.shape[0]
     rows, syn = active_pairs(x, classes)
     idx = syn.reshape(-1)
-    counts = chip.trial(idx, h.reshape(-1)[idx], width, n_meas).view(-1, classes).to(x.dtype)
+    counts = chip.trial(idx + offset, h.reshape(-1)[idx], width, n_meas).view(-1, classes).to(x.dtype)
     return torch.zeros(x.shape[0], classes, dtype=x.dtype).index_add_(0, rows, counts) / n_meas
 
 
@@ -107,6 +112,19 @@ def sample_from_law(x: Tensor, p: Tensor, n_meas: int, gen: torch.Generator) -> 
     else:
         counts = torch.binomial(torch.full_like(q, float(n_meas)), q, generator=gen).to(x.dtype)
     return torch.zeros(x.shape[0], classes, dtype=x.dtype).index_add_(0, rows, counts.view(-1, classes)) / n_meas
+
+
+def binary_activation(z: Tensor, temperature: float) -> Tensor:
+    """Binary hidden neuron ``1[z > 0]`` (the next layer's on/off input pulses), with a
+    straight-through gradient: the value is the step, the gradient that of ``sigmoid(z / T)``.
+
+    z: ``(B, H)`` pre-activations in switched-count / N units; temperature T in the same units.
+    """
+    hard = (z > 0).to(z.dtype)
+    if not z.requires_grad:
+        return hard
+    soft = torch.sigmoid(z / temperature)
+    return hard + (soft - soft.detach())
 
 
 def fraction_mid(p: Tensor, lo: float = 0.1, hi: float = 0.9) -> float:
@@ -153,7 +171,8 @@ class MeanVarSettings(TrainingSettings):
     amplitude_unit: float = Field(1e-3, gt=0, description="unit of the trained parameter, tesla (Adam steps in it)")
     init_spread: float = Field(0.1, ge=0, description="std of the initial amplitudes around x0, in amplitude_unit")
     test_passes: int = Field(16, ge=1, le=1000, description="stochastic test passes averaged")
-    val_passes: int = Field(1, ge=1, le=1000, description="stochastic validation passes per epoch")
+    val_passes: int = Field(16, ge=1, le=1000, description="stochastic validation passes per epoch, averaged "
+                            "for model selection (select)")
     calibrate: bool = Field(True, description="calibrate the wires first (else use x0, dx, a below)")
     calibration_start: float = Field(1.5e-3, description="calibration sweep start, tesla")
     calibration_stop: float = Field(8.0e-3, description="calibration sweep stop, tesla")
@@ -166,6 +185,24 @@ class MeanVarSettings(TrainingSettings):
                       "binarising (OR of each block; digits 8x8 -> 4x4 with 2): fewer inputs and wires")
     classes: int | None = Field(None, ge=2, le=1000, description="keep only the samples of classes 0 .. N-1 "
                                 "(None: all); train_limit counts samples before this selection")
+    hidden: list[int] = Field([], description="hidden layers of binary stochastic neurons (e.g. [100]: "
+                              "196-100-10); each layer's synapses follow the previous layer's on the chip")
+    hidden_init_spread: float = Field(1.0, ge=0, description="std of the hidden layers' initial amplitudes "
+                                      "around x0, in amplitude_unit (breaks the hidden neurons' symmetry)")
+    hidden_temperature: float = Field(2.0, gt=0, description="straight-through gradient of a hidden neuron: "
+                                      "that of sigmoid(z / T), T in switched-count / N units")
+    select: Literal["accuracy", "loss"] = Field(
+        "accuracy", description="model selection and early stopping: mean validation accuracy over val_passes "
+        "stochastic passes, or their mean validation loss (nats)")
+    test_measurements: list[int] = Field([], description="also test the trained model at these N (e.g. "
+                                         "[1, 2, 4, 8, 16, 32, 64]) and in the continuous limit: table test/n_sweep")
+
+    @field_validator("hidden", "test_measurements")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("entries must be >= 1")
+        return v
 
 
 # ---------------------------------------------------------------------------- the protocol
@@ -186,6 +223,7 @@ class MeanVarTraining(ChipProtocol):
     resumable = {
         "phase": Kind.PHASE, "calibration": Kind.NESTED, "cursor": Kind.CURSOR,
         "h": Kind.TENSOR, "bias": Kind.TENSOR, "opt": Kind.OPTIMIZER, "law": Kind.TENSOR, "gen": Kind.GENERATOR,
+        "hidden_h": Kind.TENSOR, "hidden_bias": Kind.TENSOR, "hidden_law": Kind.TENSOR, "n_sweep": Kind.VALUE,
         "best": Kind.VALUE, "bad_epochs": Kind.VALUE, "acc": Kind.VALUE, "marks": Kind.VALUE,
         "t_train": Kind.VALUE, "results": Kind.VALUE, "test_accuracies": Kind.VALUE,
     }
@@ -203,11 +241,18 @@ class MeanVarTraining(ChipProtocol):
         super().__init__(name, settings, chip, seed)
         s = settings
         self.data = reduce_data(prepare_data(s, binary=True), s.pool, s.classes)
-        self.d, self.c = self.data.features, self.data.classes
-        self.synapses = self.d * self.c
+        self.inputs, self.c = self.data.features, self.data.classes
+        #: layer sizes, e.g. [196, 100, 10]; self.d is the output layer's input width
+        self.sizes = [self.inputs, *s.hidden, self.c]
+        self.d = self.sizes[-2]
+        self.offsets = [0]
+        for a, b in zip(self.sizes[:-1], self.sizes[1:]):
+            self.offsets.append(self.offsets[-1] + a * b)
+        self.synapses = self.offsets[-1]
         if self.synapses > chip.n:
-            raise ValueError(f"a {self.d} -> {self.c} layer needs {self.synapses} synapses; the chip has {chip.n} "
-                             f"(use a larger station, e.g. sim-dw-640)")
+            shape = " -> ".join(map(str, self.sizes))
+            raise ValueError(f"a {shape} network needs {self.synapses} synapses; the chip has {chip.n} "
+                             f"(use a larger station, e.g. sim-dw-640 for 64 -> 10, sim-dw-1960 for 196 -> 10)")
         env = chip.envelope
         self.h_lo, self.h_hi = env.amplitude_min / s.amplitude_unit, env.amplitude_max / s.amplitude_unit
         self.a_lo, self.a_hi = inward_f32(env.amplitude_min, env.amplitude_max)
@@ -228,9 +273,15 @@ class MeanVarTraining(ChipProtocol):
         # (C, D) trained amplitudes in amplitude_unit and (C,) biases: set after calibration (_init_params)
         self.h = torch.zeros(self.c, self.d, requires_grad=True)
         self.bias = torch.zeros(self.c, requires_grad=True)
-        self.opt = torch.optim.Adam([self.h, self.bias], lr=s.lr)
+        # hidden layers k = 0 .. L-2: (H_k, inputs_k) amplitudes, (H_k,) biases, law "x0_k", "dx_k", "a_k"
+        self.hidden_h = [torch.zeros(b, a, requires_grad=True) for a, b in zip(self.sizes[:-2], self.sizes[1:-1])]
+        self.hidden_bias = [torch.zeros(b, requires_grad=True) for b in self.sizes[1:-1]]
+        self.opt = torch.optim.Adam([self.h, self.bias, *self.hidden_h, *self.hidden_bias], lr=s.lr)
         self.law: dict[str, Tensor] = {k: torch.zeros(self.c, self.d) for k in ("x0", "dx", "a")}
-        self.best: dict[str, Any] = {"val": -1.0, "epoch": -1, "h": None, "bias": None}
+        self.hidden_law: dict[str, Tensor] = {f"{k}_{i}": torch.zeros(hh.shape) for i, hh in enumerate(self.hidden_h)
+                                              for k in ("x0", "dx", "a")}
+        self.best: dict[str, Any] = {"val": -1.0, "score": -math.inf, "epoch": -1, "h": None, "bias": None}
+        self.n_sweep: list[list[float]] = []  # rows of test/n_sweep
         self.bad_epochs = 0
         self.acc = {"loss": 0.0, "correct": 0, "seen": 0, "batches": 0}
         self.marks: dict[str, dict] = {}  # chip counters at stage boundaries
@@ -262,6 +313,19 @@ class MeanVarTraining(ChipProtocol):
             "model/bias": DatasetSpec(np.float64, (c,), "", "output biases (units of switched-count / N)"),
             "test/accuracy": DatasetSpec(np.float64, (self.settings.test_passes,), "", "test accuracy of each stochastic pass"),
         })
+        for k, hh in enumerate(self.hidden_h):
+            hk, dk = hh.shape
+            specs.update({
+                f"model/hidden{k}/law": DatasetSpec(np.float64, (3, hk, dk), "SI", f"hidden layer {k}: device law "
+                                                    "used as the model: x0 (T), dx (1/T), a"),
+                f"model/hidden{k}/amplitude": DatasetSpec(np.float64, (hk, dk), "T", f"hidden layer {k}: final pulse amplitudes"),
+                f"model/hidden{k}/bias": DatasetSpec(np.float64, (hk,), "", f"hidden layer {k}: thresholds (switched-count / N)"),
+            })
+        if self.settings.test_measurements:
+            specs["test/n_sweep"] = DatasetSpec(N_SWEEP_DTYPE, (len(self.settings.test_measurements) + 1,), "",
+                                                "the trained model tested at other N (N = 0: continuous limit): "
+                                                "accuracy mean and std over test_passes, trials and energy (J) "
+                                                "per inference")
         return specs
 
     # ------------------------------------------------------------------ model pieces
@@ -273,8 +337,27 @@ class MeanVarTraining(ChipProtocol):
         """
         return (self.h * self.settings.amplitude_unit).clamp(self.a_lo, self.a_hi)
 
-    def probability(self, h_tesla: Tensor) -> Tensor:
-        return logistic_depinning(h_tesla, self.law["x0"], self.law["dx"], self.law["a"])
+    def probability(self, h_tesla: Tensor, layer: int | None = None) -> Tensor:
+        """Switching probability of amplitudes ``h_tesla`` (T) under the law of the output layer
+        (``layer`` None) or of hidden layer ``layer``."""
+        if layer is None:
+            return logistic_depinning(h_tesla, self.law["x0"], self.law["dx"], self.law["a"])
+        law = self.hidden_law
+        return logistic_depinning(h_tesla, law[f"x0_{layer}"], law[f"dx_{layer}"], law[f"a_{layer}"])
+
+    def hidden_amplitude(self, layer: int) -> Tensor:
+        """Amplitudes (T) of hidden layer ``layer``, clipped into the envelope like :meth:`amplitude`."""
+        return (self.hidden_h[layer] * self.settings.amplitude_unit).clamp(self.a_lo, self.a_hi)
+
+    def layers(self) -> list[tuple[Tensor, Tensor, Tensor, int]]:
+        """(amplitudes in T, probabilities, biases, chip offset) of every layer, input to output."""
+        out = []
+        for k in range(len(self.hidden_h)):
+            h_t = self.hidden_amplitude(k)
+            out.append((h_t, self.probability(h_t, k), self.hidden_bias[k], self.offsets[k]))
+        h_t = self.amplitude()
+        out.append((h_t, self.probability(h_t), self.bias, self.offsets[-2]))
+        return out
 
     def _set_law(self) -> None:
         s = self.settings
@@ -287,9 +370,14 @@ class MeanVarTraining(ChipProtocol):
                 median = v[ok].median() if bool(ok.any()) else torch.tensor(getattr(s, k))
                 est[k] = torch.where(ok, v, median)
             est["a"] = est["a"].clamp(1e-6, 1.0)
-            self.law = {k: v[: self.synapses].reshape(shape).clone() for k, v in est.items()}
+            lo, hi = self.offsets[-2], self.offsets[-1]
+            self.law = {k: v[lo:hi].reshape(shape).clone() for k, v in est.items()}
+            self.hidden_law = {f"{k}_{i}": v[self.offsets[i]:self.offsets[i + 1]].reshape(hh.shape).clone()
+                               for i, hh in enumerate(self.hidden_h) for k, v in est.items()}
         else:
             self.law = {k: torch.full(shape, float(getattr(s, k))) for k in ("x0", "dx", "a")}
+            self.hidden_law = {f"{k}_{i}": torch.full(hh.shape, float(getattr(s, k)))
+                               for i, hh in enumerate(self.hidden_h) for k in ("x0", "dx", "a")}
 
     def _init_params(self) -> None:
         s = self.settings
@@ -298,25 +386,51 @@ class MeanVarTraining(ChipProtocol):
         with torch.no_grad():  # in place: the optimiser holds h and bias
             self.h.copy_(h0.clamp(self.h_lo, self.h_hi))
             self.bias.zero_()
+        if not self.hidden_h:
+            return
+        # hidden layers: wider initial spread (symmetry breaking); thresholds at minus the mean
+        # pre-activation over (up to) 1024 training samples, so each neuron starts on about half the time
+        g2 = torch.Generator().manual_seed(self.seed + 7920)
+        a = self.data.x_train[:1024]
+        with torch.no_grad():
+            for k, hh in enumerate(self.hidden_h):
+                h0 = self.hidden_law[f"x0_{k}"] / s.amplitude_unit + s.hidden_init_spread * torch.randn(
+                    hh.shape, generator=g2)
+                hh.copy_(h0.clamp(self.h_lo, self.h_hi))
+                mu = a @ self.probability(self.hidden_amplitude(k), k).T
+                self.hidden_bias[k].copy_(-mu.mean(0))
+                a = (mu + self.hidden_bias[k] > 0).float()
 
-    def _measure(self, x: Tensor, h_tesla: Tensor, p: Tensor, n_meas: int, on_chip: bool) -> Tensor:
+    def _measure(self, x: Tensor, h_tesla: Tensor, p: Tensor, n_meas: int, on_chip: bool, offset: int = 0) -> Tensor:
         if on_chip:
-            return measure_on_chip(self.chip, x, h_tesla, self.settings.width, n_meas)
+            return measure_on_chip(self.chip, x, h_tesla, self.settings.width, n_meas, offset)
         return sample_from_law(x, p, n_meas, self.gen)
 
-    def logits(self, x: Tensor, *, on_chip: bool, grad: bool = False) -> Tensor:
-        """Forward pass with the current parameters: measured, sampled, or continuous (``forward``)."""
+    def logits(self, x: Tensor, *, on_chip: bool, grad: bool = False, measurements: int | None = None,
+               continuous: bool | None = None) -> Tensor:
+        """Forward pass with the current parameters: measured, sampled, or continuous (``forward``).
+
+        ``measurements``: N for this pass (default: the setting); ``continuous``: force (True) or
+        forbid (False) the continuous limit (default: ``forward == "continuous"`` off the chip).
+        Hidden layers pass binary activations ``1[Y + b > 0]`` on; with ``grad`` their gradient is
+        the mean/variance rule's with respect to its inputs (see :func:`binary_activation`).
+        """
         s = self.settings
+        n = s.measurements if measurements is None else measurements
+        cont = (s.forward == "continuous" and not on_chip) if continuous is None else continuous
         with torch.set_grad_enabled(grad):
-            h_t = self.amplitude()
-            p = self.probability(h_t)
-            if s.forward == "continuous" and not on_chip:
-                return x @ p.T + self.bias
-            with torch.no_grad():
-                y = self._measure(x, h_t.detach(), p.detach(), s.measurements, on_chip)
-            if not grad:
-                return y + self.bias
-            return meanvar_logits(x, p, s.measurements, y, self.bias)
+            layers = self.layers()
+            a = x
+            for k, (h_t, p, b, offset) in enumerate(layers):
+                if cont:
+                    z = a @ p.T + b
+                else:
+                    with torch.no_grad():
+                        y = self._measure(a.detach(), h_t.detach(), p.detach(), n, on_chip, offset)
+                    z = meanvar_logits(a, p, n, y, b) if grad else y + b
+                if k < len(layers) - 1:
+                    a = binary_activation(z, s.hidden_temperature)
+            return z
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int]:
         """One Adam step on a minibatch; returns (loss, number classified right)."""
@@ -327,15 +441,24 @@ class MeanVarTraining(ChipProtocol):
         self.opt.step()
         with torch.no_grad():
             self.h.clamp_(self.h_lo, self.h_hi)
+            for hh in self.hidden_h:
+                hh.clamp_(self.h_lo, self.h_hi)
         return float(loss.detach()), int((out.detach().argmax(1) == y).sum())
 
-    def evaluate(self, x: Tensor, y: Tensor, passes: int, *, on_chip: bool) -> tuple[float, list[float]]:
-        """Mean loss and per-pass accuracies of ``passes`` stochastic forward passes."""
+    def evaluate(self, x: Tensor, y: Tensor, passes: int, *, on_chip: bool, chunk: int = 4096,
+                 **forward) -> tuple[float, list[float]]:
+        """Mean loss (nats) and per-pass accuracies of ``passes`` stochastic forward passes, each over
+        the samples in chunks of ``chunk`` (bounded memory); ``forward``: see :meth:`logits`."""
         losses, accs = [], []
         for _ in range(passes):
-            out = self.logits(x, on_chip=on_chip)
-            losses.append(float(torch.nn.functional.cross_entropy(out, y)))
-            accs.append(float((out.argmax(1) == y).float().mean()))
+            loss, right = 0.0, 0
+            for b0 in range(0, len(y), chunk):
+                out = self.logits(x[b0:b0 + chunk], on_chip=on_chip, **forward)
+                yb = y[b0:b0 + chunk]
+                loss += float(torch.nn.functional.cross_entropy(out, yb, reduction="sum"))
+                right += int((out.argmax(1) == yb).sum())
+            losses.append(loss / len(y))
+            accs.append(right / len(y))
         return float(np.mean(losses)), accs
 
     # ------------------------------------------------------------------ the run
@@ -396,8 +519,12 @@ class MeanVarTraining(ChipProtocol):
         if w is not None:
             w.append("train/metrics", np.array([row], dtype=METRICS_DTYPE))
             w.append("train/amplitude", self.amplitude().detach().numpy()[None])
-        if val > self.best["val"]:
-            self.best = {"val": val, "epoch": epoch, "h": self.h.detach().clone(), "bias": self.bias.detach().clone()}
+        score = -val_loss if s.select == "loss" else val
+        if score > self.best["score"]:
+            self.best = {"val": val, "score": score, "epoch": epoch, "h": self.h.detach().clone(),
+                         "bias": self.bias.detach().clone(),
+                         "hidden_h": [hh.detach().clone() for hh in self.hidden_h],
+                         "hidden_bias": [hb.detach().clone() for hb in self.hidden_bias]}
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
@@ -406,6 +533,9 @@ class MeanVarTraining(ChipProtocol):
             with torch.no_grad():
                 self.h.copy_(self.best["h"])
                 self.bias.copy_(self.best["bias"])
+                for k in range(len(self.hidden_h)):
+                    self.hidden_h[k].copy_(self.best["hidden_h"][k])
+                    self.hidden_bias[k].copy_(self.best["hidden_bias"][k])
             self._mark("trained")
             self.phase = Phase.TEST
         yield self.safe_point("epoch", {"epoch": epoch, "loss": row[1], "accuracy": row[2], "val_accuracy": val,
@@ -420,7 +550,9 @@ class MeanVarTraining(ChipProtocol):
         with torch.no_grad():
             h_t = self.amplitude()
             p = self.probability(h_t)
-            cont = float(((data.x_test @ p.T + self.bias).argmax(1) == data.y_test).float().mean())
+        cont = self.evaluate(data.x_test, data.y_test, 1, on_chip=False, continuous=True)[1][0]
+        if s.test_measurements and not self.n_sweep:
+            self.n_sweep = self.sweep_measurements(s.test_measurements, s.test_passes)
         test = counters_delta(Counters(**self.marks["tested"]), Counters(**self.marks["trained"]))
         train = counters_delta(Counters(**self.marks["trained"]), Counters(**self.marks["calibrated"]))
         cal = counters_delta(Counters(**self.marks["calibrated"]), Counters(**self.marks["start"]))
@@ -441,8 +573,10 @@ class MeanVarTraining(ChipProtocol):
             "inference_trials": test.trials / inferences if on_chip else 0.0,
             "inference_energy_j": test.energy_j / inferences if on_chip else 0.0,
         }
+        if self.n_sweep:
+            self.results["n_sweep_accuracy"] = {str(int(r[0])): r[1] for r in self.n_sweep}
         if s.float_baseline:
-            fl = train_float(data, [self.d, self.c], seed=self.seed, lr=s.lr, batch_size=s.batch_size,
+            fl = train_float(data, self.sizes, seed=self.seed, lr=s.lr, batch_size=s.batch_size,
                              max_epochs=s.max_epochs, patience=s.patience)
             self.results["float_test_accuracy"] = fl["test_accuracy"]
         if w is not None:
@@ -450,13 +584,38 @@ class MeanVarTraining(ChipProtocol):
             w.write("model/probability", p.double().numpy())
             w.write("model/bias", self.bias.detach().double().numpy())
             w.write("test/accuracy", np.array(accs))
+            for k in range(len(self.hidden_h)):
+                w.write(f"model/hidden{k}/law", torch.stack([self.hidden_law[f"{q}_{k}"] for q in ("x0", "dx", "a")])
+                        .double().numpy())
+                w.write(f"model/hidden{k}/amplitude", self.hidden_amplitude(k).detach().double().numpy())
+                w.write(f"model/hidden{k}/bias", self.hidden_bias[k].detach().double().numpy())
+            if self.n_sweep:
+                w.write("test/n_sweep", np.array([tuple(r) for r in self.n_sweep], dtype=N_SWEEP_DTYPE))
             rows = [counters_row("calibration", cal), counters_row("training", train), counters_row("test", test)]
             w.write("energy/ledger", np.array(rows, dtype=COUNTER_DTYPE))
         self.phase = Phase.DONE
         yield self.safe_point("test", {"test_accuracy": self.results["test_accuracy"]}, last=True)
 
+    def sweep_measurements(self, ns: list[int], passes: int) -> list[list[float]]:
+        """Test the current (trained) model at every N in ``ns`` on the chip (``forward = "model"``
+        runs too: the test is on the chip; ``"continuous"``: drawn from the law), plus the continuous
+        limit (row N = 0), without retraining. Rows: N, mean and std of the per-pass test accuracy
+        over ``passes`` passes, trials and energy (J) per inference."""
+        data, on_chip = self.data, self.settings.forward != "continuous"
+        rows = []
+        for n in ns:
+            before = self.chip.counters
+            _, accs = self.evaluate(data.x_test, data.y_test, passes, on_chip=on_chip, measurements=n, continuous=False)
+            spent = counters_delta(self.chip.counters, before)
+            inferences = passes * len(data.y_test)
+            rows.append([n, float(np.mean(accs)), float(np.std(accs)), spent.trials / inferences,
+                         spent.energy_j / inferences])
+        _, accs = self.evaluate(data.x_test, data.y_test, 1, on_chip=False, continuous=True)
+        rows.append([0, accs[0], 0.0, 0.0, 0.0])
+        return rows
+
     # ------------------------------------------------------------------ results and resume
     def summary(self) -> dict[str, Any]:
         s = self.settings
         return {"protocol": self.kind, "forward": s.forward, "measurements": s.measurements, "data": s.data,
-                "synapses": self.synapses, **self.results}
+                "layers": self.sizes, "synapses": self.synapses, **self.results}
