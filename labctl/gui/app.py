@@ -540,14 +540,14 @@ class _Relay(QObject):
 
 
 def _layer_shape(protocol, n: int) -> tuple[int, int] | None:
-    """(outputs, inputs) of the first layer in chip order, for the state map."""
-    c, d = getattr(protocol, "c", None), getattr(protocol, "d", None)
-    if isinstance(c, int) and isinstance(d, int) and c * d <= n:
-        return (c, d)
-    shapes = getattr(protocol, "shapes", None)
-    if shapes:
-        o, i = shapes[0]
-        return (int(o), int(i)) if o * i <= n else None
+    """(outputs, inputs) of the first layer in chip order, for the state map: from the first dataset
+    the protocol declares with a weights hint (``layers`` or ``shape``)."""
+    for spec in protocol.describe().values():
+        hint = spec.hint or {}
+        shapes = hint.get("layers") or ([hint["shape"]] if hint.get("shape") else [])
+        if hint.get("view") == "weights" and shapes:
+            o, i = (int(v) for v in shapes[0])
+            return (o, i) if o * i <= n else None
     return None
 
 

@@ -3,9 +3,10 @@
 The views are fed from two sources, the same for a run started here and a run file watched:
 
 - the run file's datasets (:meth:`LiveViews.update_from_reader`, called by the watcher with a
-  refreshed :class:`~labctl.store.RunReader`): ``train/metrics`` (any compound table of per-epoch
-  or per-batch rows), weight snapshots (``train/amplitude``, ``train/target_levels``, final
-  ``model/*`` and ``train/*`` arrays), ``calibration/*`` and the run's ``summary``;
+  refreshed :class:`~labctl.store.RunReader`), found by their hints (``DatasetSpec.hint``, read
+  by :mod:`labctl.readers`): the curve table, the weights per layer, a state map, the
+  calibration sweep, the energy tables, and the run's ``summary``. No dataset is named here: a
+  protocol (a plugin's too) is shown as its ``describe()`` declares it;
 - for a run started here, the engine's progress documents (:meth:`LiveViews.add_progress`) and
   chip snapshots (counters, simulated device states; :meth:`LiveViews.set_chip_snapshot`).
 
@@ -24,7 +25,9 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QFont
 from PyQt5.QtWidgets import QGridLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
-from labctl.readers import calibration_data, law_curve, read_metrics, read_summary, weight_layers
+from labctl import families
+from labctl.readers import (calibration_data, energy_tables, law_curve, read_curves, read_summary, state_map,
+                            weight_layers)
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 LABEL_STYLE = {"font-size": "11pt"}
@@ -120,8 +123,8 @@ class WeightsView(View):
                 if discrete:
                     lo, hi = int(v.min()), int(v.max())
                     edges = np.arange(lo - 0.5, hi + 1.5)
-                elif layer.get("effective_label") == "switching probability" and item is he:
-                    edges = np.linspace(0, 1, 41)
+                elif layer.get("range") and item is he:
+                    edges = np.linspace(*layer["range"], 41)
                 else:
                     lo, hi = float(v.min()), float(v.max())
                     if hi <= lo:
@@ -192,7 +195,8 @@ class StateMapView(View):
 
 
 class TrainingView(View):
-    """Loss and accuracy: per epoch (or per row) from train/metrics, and live per safe point from the engine."""
+    """The run file's curve table (its hint names x and the y columns: losses on the left, the others
+    on the right) and the live loss and accuracy per safe point from the engine."""
 
     title = "Training"
 
@@ -212,12 +216,17 @@ class TrainingView(View):
         grid.addWidget(self.live_loss, 1, 0)
         grid.addWidget(self.live_acc, 1, 1)
         self.curves: dict[str, Any] = {}
-        self.metrics: dict[str, np.ndarray] | None = None
-        self.x_name = "epoch"
+        self.table: dict | None = None
         self.live: dict[str, list] = {"step": [], "loss": [], "accuracy": []}
 
-    def set_metrics(self, metrics: dict[str, np.ndarray] | None) -> None:
-        self.metrics = metrics
+    @property
+    def metrics(self) -> dict[str, np.ndarray] | None:
+        """The curve table's numeric columns (None before its first row)."""
+        return None if self.table is None else self.table["columns"]
+
+    def set_curves(self, table: dict | None) -> None:
+        """The curve table of the run file (:func:`labctl.readers.read_curves`), or None."""
+        self.table = table
         self.dirty = True
 
     def add_progress(self, docs: list[dict]) -> None:
@@ -237,22 +246,23 @@ class TrainingView(View):
         return self.curves[key]
 
     def redraw(self) -> None:
-        m = self.metrics
-        if m:
-            x = m["epoch"] if "epoch" in m and ("train_loss" in m or "val_loss" in m) else np.arange(len(next(iter(m.values()))))
-            if "epoch" not in m or "train_loss" not in m:
-                self.loss.getPlotItem().setLabel("bottom", "row of train/metrics", **LABEL_STYLE)
-                self.acc.getPlotItem().setLabel("bottom", "row of train/metrics", **LABEL_STYLE)
-            i = 0
-            for k, v in m.items():
-                if "loss" in k:
-                    self._curve(self.loss, "f:" + k, k.replace("_", " "), i).setData(x, v)
-                    i += 1
-            i = 0
-            for k, v in m.items():
-                if "accuracy" in k:
-                    self._curve(self.acc, "f:" + k, k.replace("_", " "), i).setData(x, 100 * v)
-                    i += 1
+        t = self.table
+        if t:
+            m = t["columns"]
+            x = m[t["x"]] if t["x"] else np.arange(len(next(iter(m.values()))))
+            x_label = t["x"] if t["x"] else f"row of {t['table']}"
+            losses = [k for k in t["y"] if "loss" in k]
+            others = [k for k in t["y"] if "loss" not in k]
+            percent = bool(others) and all("accuracy" in k for k in others)
+            for plot in (self.loss, self.acc):
+                plot.getPlotItem().setLabel("bottom", x_label, **LABEL_STYLE)
+            if others and not percent:
+                self.acc.getPlotItem().setTitle(f"{', '.join(k.replace('_', ' ') for k in others)} (run file)", size="12pt")
+                self.acc.getPlotItem().setLabel("left", "value", units=None, **LABEL_STYLE)
+            for i, k in enumerate(losses):
+                self._curve(self.loss, "f:" + k, k.replace("_", " "), i).setData(x, m[k])
+            for i, k in enumerate(others):
+                self._curve(self.acc, "f:" + k, k.replace("_", " "), i).setData(x, 100 * m[k] if percent else m[k])
         if self.live["step"]:
             s = np.asarray(self.live["step"])
             self._curve(self.live_loss, "l:loss", "train loss (running mean over the epoch)", 0).setData(
@@ -310,7 +320,8 @@ class CalibrationView(View):
             p.addItem(pts)
             self.items.append(pts)
             if fit is not None:
-                y = law_curve(fit["names"], fit["estimate"][0, s], hh, float(d["widths"][0]), d["tau0"], d["levels"])
+                y = law_curve(d["law"], fit["names"], fit["estimate"][0, s], hh, float(d["widths"][0]), d["tau0"],
+                              d["levels"])
                 if y is not None:
                     line = p.plot(hh, y, pen=_pen(k, 1.5))
                     self.items.append(line)
@@ -320,7 +331,7 @@ class CalibrationView(View):
         self.items.append(med)
         if fit is not None:
             fit_line = pg.PlotDataItem([], [], pen=_pen(0, 1.5))
-            p.legend.addItem(fit_line, f"fitted law ({', '.join(fit['names'])})")
+            p.legend.addItem(fit_line, f"fitted {d['law'] or ''} law ({', '.join(fit['names'])})".replace("  ", " "))
             self.items.append(fit_line)
             q = self.params.getPlotItem()
             q.clear()
@@ -330,10 +341,19 @@ class CalibrationView(View):
             if v.size:
                 counts, edges = np.histogram(v, bins=30)
                 q.plot(edges, counts, stepMode="center", fillLevel=0, brush=(44, 160, 44, 120), pen=_pen(2))
-                units = {"x0": d["units"], "h0": d["units"], "vc0": "V", "i_c": "A", "sigma": None}.get(name)
+                units = _param_units(d["law"], d["units"]).get(name)
                 median = pg.siFormat(float(np.median(v)), suffix=units) if units else f"{np.median(v):.4g}"
                 q.setTitle(f"Fitted {name} of {v.size} synapses (median {median})", size="12pt")
                 q.setLabel("bottom", f"fitted {name}", units=units, **LABEL_STYLE)
+
+
+def _param_units(law: str | None, amplitude_unit: str) -> dict[str, str | None]:
+    """Units of a law's parameters (the family descriptor's), by parameter name; {} for an unknown law."""
+    try:
+        found = families.find_law(law) if law else None
+    except KeyError:
+        found = None
+    return {} if found is None else {p.name: p.unit or None for p in found.params}
 
 
 class ChipWorkView(View):
@@ -361,6 +381,7 @@ class ChipWorkView(View):
         self.live: dict[str, list] = {"step": [], "pulses": [], "reads": [], "energy_j": []}
         self.metrics: dict[str, np.ndarray] | None = None
         self.summary_data: dict = {}
+        self.energy: dict[str, np.ndarray] = {}
         self.curves: dict[str, Any] = {}
 
     def add_snapshot(self, snap: dict) -> None:
@@ -372,8 +393,10 @@ class ChipWorkView(View):
             self.live[k].append(float(c.get(k, np.nan)))
         self.dirty = True
 
-    def set_metrics(self, metrics, summary: dict) -> None:
-        self.metrics, self.summary_data = metrics, summary
+    def set_metrics(self, metrics, summary: dict, energy: dict[str, np.ndarray] | None = None) -> None:
+        """Columns of the curve table (cumulative ``pulses``, ``reads``, ``energy_j`` if it has them),
+        the run summary and the energy tables (name -> rows)."""
+        self.metrics, self.summary_data, self.energy = metrics, summary, energy or {}
         self.dirty = True
 
     def _curve(self, plot, key, name, i):
@@ -408,7 +431,20 @@ class ChipWorkView(View):
             for k, v in items:
                 unit = " J" if k.endswith("energy_j") else (" s" if k.endswith("_s") else "")
                 lines.append(f"  {k:<28} {v:.6g}{unit}" if isinstance(v, float) else f"  {k:<28} {v}")
-        self.summary.setText("\n".join(lines[:1] + _columns(lines[1:], 3)))
+        text = lines[:1] + _columns(lines[1:], 3)
+        for name, rows in self.energy.items():
+            text.append(f"{name} (energy in J)")
+            cells = []
+            for row in rows:
+                label = ""
+                for k in rows.dtype.names:
+                    v = row[k]
+                    if rows.dtype[k].kind == "S":
+                        label = v.decode(errors="replace") + ": "
+                    else:
+                        cells.append(f"  {label}{k:<{max(1, 26 - len(label))}} {float(v):.6g}")
+            text.extend(_columns(cells, 3))
+        self.summary.setText("\n".join(text))
 
 
 def _columns(lines: list[str], n: int) -> list[str]:
@@ -440,13 +476,14 @@ class LiveViews(QTabWidget):
     # ------------------------------------------------------------------ feeding
     def update_from_reader(self, reader, finished: bool) -> None:
         """Take the latest data from a (refreshed) run reader."""
-        metrics = read_metrics(reader)
-        self.rows_seen = {"train/metrics": 0 if metrics is None else len(next(iter(metrics.values())))}
-        self.training.set_metrics(metrics)
+        table = read_curves(reader)
+        metrics = None if table is None else table["columns"]
+        rows = 0 if metrics is None else len(next(iter(metrics.values())))
+        self.rows_seen = {} if table is None else {table["table"]: rows}
+        self.training.set_curves(table)
         summary = read_summary(reader) if finished else {}
-        self.work.set_metrics(metrics, summary)
-        rows = self.rows_seen["train/metrics"]
-        if finished or rows != self._weights_rows or not self.weights.layers:  # snapshots come with metrics rows
+        self.work.set_metrics(metrics, summary, energy_tables(reader))
+        if finished or rows != self._weights_rows or not self.weights.layers:  # snapshots come with curve rows
             self._weights_rows = rows
             self.weights.set_layers(weight_layers(reader, finished))
         layers = self.weights.layers
@@ -455,9 +492,13 @@ class LiveViews(QTabWidget):
             cal = calibration_data(reader)
             self.calibration.set_data(cal)
         if not self.chip_state_live:
-            self._state_from_file(layers, cal)
+            self._state_from_file(layers, state_map(reader, finished))
 
-    def _state_from_file(self, layers: list[dict], cal: dict | None) -> None:
+    def _state_from_file(self, layers: list[dict], state: dict | None) -> None:
+        if state is not None:
+            self.state.set_state(state["values"], state["shape"], f"run file ({state['label']})", state["label"],
+                                 state["range"])
+            return
         for layer in layers:
             if layer.get("levels") and layer.get("effective") is not None:
                 eff = layer["effective"]
@@ -468,8 +509,8 @@ class LiveViews(QTabWidget):
         for layer in layers:
             if layer.get("effective") is not None:
                 self.state.set_state(layer["effective"], layer["shape"],
-                                     f"run file: switching probability of the trained amplitudes, {layer['name']}",
-                                     "switching probability", (0.0, 1.0))
+                                     f"run file: {layer['effective_label']} of the trained {layer['control_label']}, "
+                                     f"{layer['name']}", layer["effective_label"], layer.get("range") or (0.0, 1.0))
                 return
 
     def add_progress(self, docs: list[dict]) -> None:
