@@ -17,14 +17,28 @@ from typing import TextIO
 
 from simulated_bench.server import RunningBench, run_until_signal, serve_bench, spec_from_station
 
+from . import families
 from .config import ConfigError, StationConfig, load_station
 
 
 def bench_spec(station: StationConfig, seed: int | None = None) -> dict:
-    """Plain-data spec of the station's simulated bench; ``seed`` overrides the physics seed."""
+    """Plain-data spec of the station's simulated bench; ``seed`` overrides the physics seed.
+
+    The bench is told which classes to simulate: the chip's simulator (the family descriptor's,
+    as a ``module:Class`` reference) and, for each instrument, the simulator its adapter names
+    (``simulator = "module:Class"`` on a plugin's adapter class; built-in models have theirs on
+    the bench). The bench never imports labctl, so it gets references, not classes.
+    """
+    from instruments.registry import resolve
+
     if station.instruments is None:
         raise ConfigError(f"station {station.station.name!r} has no [instruments] tables to simulate")
     spec = spec_from_station(station.model_dump())
+    spec["chip"]["simulator"] = families.reference(families.get(station.chip.family).simulator)
+    for role, table in spec["instruments"].items():
+        simulator = getattr(resolve(role, table["model"]).adapter, "simulator", None)
+        if simulator:
+            table["simulator"] = simulator
     if seed is not None:
         spec["chip"]["seed"] = seed
     return spec

@@ -32,8 +32,8 @@ import torch
 
 from analysis import fitting
 from instruments import InstrumentError
-from protocols.calibration import DEFAULT_LAW, LAW_PARAMS
 
+from . import families
 from .chip import EnvelopeError, SynapseArray
 from .config import StationConfig, safe_file_stem
 from .station import open_chip
@@ -112,7 +112,7 @@ class BenchSession:
         except BaseException:
             chip.close()
             raise
-        self.law = DEFAULT_LAW[chip.family]
+        self.law = families.get(chip.family).default_law()  # the law the calibration fits first
         self.last_level = np.full(chip.n, -1, dtype=np.int64)
         self.last_signal = np.full(chip.n, np.nan)
         self.actions = 0
@@ -247,31 +247,28 @@ class BenchSession:
 
     def fit_scurve(self, curve: int, device: int, amplitudes, width: float, trials: int, level_counts,
                    tau0: float = 1e-9, level: float = 0.95) -> fitting.FitResult:
-        """Fit the family's switching law to one device's S-curve, as the calibration protocol does.
+        """Fit the family's default switching law to one device's S-curve, as the calibration protocol does.
 
-        ``amplitudes`` ``(P,)`` in the family unit, ``level_counts`` ``(P, levels)``; DW nanowires:
-        logistic, STT-MTJs: thermal activation (``tau0`` fixed, s), DW-MTJs: the landing model."""
+        ``amplitudes`` ``(P,)`` in the family unit, ``level_counts`` ``(P, levels)``; ``tau0`` (s) is
+        fixed for the laws that use it (thermal activation)."""
         amps = torch.as_tensor(np.asarray(amplitudes, dtype=np.float64))
         counts = torch.as_tensor(np.asarray(level_counts, dtype=np.int64))
         switched = (trials - counts[:, 0]).unsqueeze(0)
         widths = torch.full_like(amps, float(width))
-        if self.law == "logistic":
-            fit = fitting.fit_logistic(amps, switched, trials, level=level)
-        elif self.law == "thermal":
-            fit = fitting.fit_thermal(amps, widths, switched, trials, tau0=tau0, level=level)
-        else:
-            fit = fitting.fit_dwmtj_landing(amps, widths, counts.unsqueeze(0), self.chip.levels, level=level)
+        law = self.law
+        fit = law.fit(amps, widths, counts.unsqueeze(0) if law.level_counts else switched, trials,
+                      levels=self.chip.levels, level=level, tau0=tau0)
         row = np.zeros(1, FIT_DTYPE)
         p = len(fit.names)
         row["time"], row["curve"], row["device"], row["width"] = time.time(), curve, device, width
-        row["law"], row["names"] = self.law.encode(), ",".join(fit.names).encode()
+        row["law"], row["names"] = law.name.encode(), ",".join(fit.names).encode()
         for key in ("estimate", "ci_low", "ci_high"):
             row[key][0, :p] = getattr(fit, key)[0].numpy()
         row["converged"] = bool(fit.converged[0])
         self.writer.append("bench/fits", row)
         values = ", ".join(f"{n}={float(v):.4g}" for n, v in zip(fit.names, fit.estimate[0]))
         self._action("scurve_fit", device, width=width, count=len(amps),
-                     result=f"{self.law}: {values}" + ("" if bool(fit.converged[0]) else " (not converged)"))
+                     result=f"{law.name}: {values}" + ("" if bool(fit.converged[0]) else " (not converged)"))
         return fit
 
     def new_sweep(self) -> int:

@@ -23,6 +23,7 @@ with :mod:`simulated_bench.sequencer`. Every instrument message is handled under
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from .instruments import SIMULATORS, SimulatedInstrument
-from .physics import FAMILIES
+from .physics import physics_class
 from .sequencer import PULSE, READ, RESET, operations, play
 
 MARKER_THRESHOLD_V = 1.0
@@ -41,16 +42,20 @@ TMR_ROLES = ("pulse_source", "source_meter", "switch")
 class Bench:
     """The shared chip and the simulators of one station (see the module docstring).
 
-    ``spec`` is plain data: ``chip`` (family, n, seed, physics), ``instruments`` (role ->
-    ``{"model": ...}``), ``wiring`` (gain A/V, coil T/A, pitch m, origin m, axis, nucleation_field
+    ``spec`` is plain data: ``chip`` (family, n, seed, physics, and ``simulator``: the device
+    simulator's ``module:Class`` reference, default the family's built-in simulator),
+    ``instruments`` (role -> ``{"model": ..., "simulator": ...}``: a model of
+    :data:`~simulated_bench.instruments.SIMULATORS`, or the ``module:Class`` reference of a
+    :class:`SimulatedInstrument` subclass a plugin brings), ``wiring`` (gain A/V, coil T/A, pitch m, origin m, axis, nucleation_field
     T; units_per_volt, slots) and ``stuck``/``stuck_level`` (synapses stuck in a level).
     """
 
     def __init__(self, spec: dict[str, Any]):
         chip = spec["chip"]
         self.family = chip["family"]
-        self.devices = FAMILIES[self.family](int(chip["n"]), seed=int(chip.get("seed", 0)), **chip.get("physics", {}))
-        self.kind = "kerr" if self.family == "dw_nanowire" else "tmr"
+        self.devices = physics_class(chip.get("simulator", self.family))(
+            int(chip["n"]), seed=int(chip.get("seed", 0)), **chip.get("physics", {}))
+        self.kind = self.devices.readout  # "kerr" or "tmr": the simulator class declares which bench reads it
         self.wiring = dict(spec.get("wiring", {}))
         self.lock = threading.RLock()
         self.instruments: dict[str, SimulatedInstrument] = {}
@@ -59,8 +64,7 @@ class Bench:
             if role not in spec.get("instruments", {}):
                 raise ValueError(f"the simulated {self.kind} bench needs a {role} instrument")
         for role, table in spec["instruments"].items():
-            model = table["model"]
-            cls = SIMULATORS[model]
+            cls = instrument_simulator(table)
             kwargs = {}
             if role == "field_supply":
                 kwargs = {"gain": float(self.wiring.get("gain", 1.0)), "coil": float(self.wiring.get("coil", 1e-3))}
@@ -156,3 +160,23 @@ class Bench:
     def outputs_safe(self) -> dict[str, bool]:
         """Per role: no output on, no bias (what the safe-state tests check)."""
         return {role: inst.outputs_safe() for role, inst in self.instruments.items()}
+
+
+def instrument_simulator(table: dict[str, Any]) -> type[SimulatedInstrument]:
+    """The simulator of one instrument table: the built-in one of its ``model``, else the class its
+    ``simulator`` names (``module:Class``). ValueError (one line) if neither gives one."""
+    model = table["model"]
+    if model in SIMULATORS:
+        return SIMULATORS[model]
+    ref = table.get("simulator")
+    if not ref:
+        raise ValueError(f"no simulator for instrument model {model!r} (built in: {', '.join(SIMULATORS)}; "
+                         "a plugin's adapter names its own with a 'simulator' attribute)")
+    module, _, attribute = str(ref).partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except Exception as exc:
+        raise ValueError(f"cannot import the simulator {ref!r} of {model!r} ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, SimulatedInstrument)):
+        raise ValueError(f"{ref!r} is not a simulated_bench.instruments.SimulatedInstrument subclass")
+    return cls

@@ -2,8 +2,8 @@
 
 A descriptor agrees with its simulator (units, read-out), its physics model is the one place the
 defaults live, its laws' fits report the parameters it declares, and no module outside a
-family's own physics and descriptor names a built-in family (a source scan, with an explicit
-allow-list of files owned elsewhere that still do, each with its reason: it should shrink to empty).
+family's own physics and descriptor names a built-in family (a source scan; its allow-list of
+files that still did is empty now).
 """
 
 from __future__ import annotations
@@ -93,11 +93,7 @@ def test_each_law_fit_reports_its_declared_parameters_and_draws_its_curve(name):
 NAMED = re.compile(r"""(["'])(dw_nanowire|stt_mtj|dw_mtj)\1""")
 SCANNED = ("labctl", "instruments", "protocols", "simulated_bench", "analysis")
 OWN = {f"{folder}/{name}.py" for name in BUILTIN for folder in ("simulated_bench/physics", "labctl/families")}
-NOT_YET = {  # files owned by others that still name a family; each should ask the descriptor instead
-    "labctl/gui/station_panel.py": "FAMILY_NAMES: use families.get(c.chip.family).label (and .amplitude_unit)",
-    "labctl/gui/bench_tab.py": "SCURVE_DEFAULTS: use families.get(s.chip.family).sweep",
-    "simulated_bench/bench.py": "the bench kind: use self.devices.readout (the simulator class declares it)",
-}
+NOT_YET: dict[str, str] = {}  # files that still name a family, each with what it should ask instead: none left
 
 
 def test_no_module_names_a_built_in_family_outside_its_own_files():

@@ -29,13 +29,11 @@ from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtWidgets import (QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                              QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from labctl import families
 from labctl.bench_session import BenchSession, read_bench_file
 
 from .live_views import LABEL_STYLE, PALETTE, _pen, law_curve, make_plot
 
-#: Starting values of the S-curve (amplitude from, to, width in s) per family: about the nominal switching range.
-SCURVE_DEFAULTS = {"dw_nanowire": ("0.002", "0.0075", "1e-6"), "stt_mtj": ("0.5", "0.95", "1e-7"),
-                   "dw_mtj": ("80e-6", "330e-6", "1e-8")}
 ACTION_COLUMNS = ("time", "action", "device", "amplitude", "width (s)", "count", "result")
 
 
@@ -224,7 +222,7 @@ class BenchTab(QWidget):
         self.field_box.setVisible(s.has_field_supply)
         self.table.setRowCount(0)
         self.actions_shown = 0
-        start, stop, width = SCURVE_DEFAULTS[s.chip.family]
+        start, stop, width = (f"{v:g}" for v in families.get(s.chip.family).sweep)  # about the nominal switching range
         for name, value in (("sc_start", start), ("sc_stop", stop), ("sc_width", width), ("amplitude", stop),
                             ("width", width)):
             self.fields[name].setText(value)
@@ -352,7 +350,7 @@ class BenchTab(QWidget):
             curve = s.new_curve()
             self.scurve = {"curve": curve, "device": device, "amps": [], "counts": [], "width": width,
                            "trials": trials, "fit": None, "unit": s.chip.envelope.amplitude_unit,
-                           "levels": s.chip.levels, "law": s.law}
+                           "levels": s.chip.levels, "law": s.law.name}
             self.relay.point.emit(None)
             counts = []  # this thread's own copy: the plot's copy is filled in the GUI thread
             for a in amps:
@@ -498,7 +496,7 @@ class BenchTab(QWidget):
             if fit is not None:
                 names, est = (list(fit.names), fit.estimate[0].numpy()) if hasattr(fit, "names") else fit["params"]
                 h = np.linspace(amps.min(), amps.max(), 200)
-                y = law_curve(names, est, h, float(sc["width"]), 1e-9, sc.get("levels"))
+                y = law_curve(sc.get("law"), names, est, h, float(sc["width"]), 1e-9, sc.get("levels"))
                 if y is not None:
                     p.plot(h, y, pen=_pen(k, 2.0), name=f"fitted {sc.get('law', '')} law")
 
@@ -531,8 +529,12 @@ class BenchTab(QWidget):
                 names = f["names"].decode().split(",")
                 curve["fit"] = {"params": (names, f["estimate"][:len(names)])}
                 curve["law"] = f["law"].decode()
-                if curve["law"] == "landing":
-                    curve["fit"] = None  # the landing law needs the level count, not stored per point
+                try:
+                    per_level = families.find_law(curve["law"]).level_counts
+                except KeyError:  # a law of a family not installed here: points only
+                    per_level = True
+                if per_level:
+                    curve["fit"] = None  # a per-level law needs the level count, not stored per point
             curves.append(curve)
         if curves:
             self.draw_scurves(curves)

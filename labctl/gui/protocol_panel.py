@@ -23,6 +23,7 @@ from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                              QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
+from labctl import families
 from labctl.config import ConfigError, ProtocolFile, StationConfig, _describe, embedded_names, load_protocol_file
 from labctl.station import envelope_of
 
@@ -301,7 +302,7 @@ class ProtocolPanel(QGroupBox):
         station, cls = self.station, self.protocol_cls
         if station is None or cls is None:
             return []
-        if station.chip.family not in cls.families:
+        if families.get(station.chip.family).name not in cls.families:
             return [f"{cls.kind} runs on {', '.join(cls.families)} chips, but station {station.station.name} has a "
                     f"{station.chip.family} chip"]
         general = []

@@ -13,11 +13,10 @@ from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import (QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
                              QTableWidgetItem, QVBoxLayout)
 
+from labctl import families
 from labctl.config import ConfigError, StationConfig, embedded_names, load_station
-from labctl.station import AMPLITUDE_UNITS
 
 OPEN_FILE = "Open station file\u2026"
-FAMILY_NAMES = {"dw_nanowire": "DW nanowires (Kerr)", "stt_mtj": "STT-MTJs (TMR)", "dw_mtj": "DW-MTJs (TMR)"}
 
 
 def _si(value: float, unit: str) -> str:
@@ -103,11 +102,12 @@ class StationPanel(QGroupBox):
         c = self.config
         if c is None:
             return
-        unit = AMPLITUDE_UNITS[c.chip.family]
+        family = families.get(c.chip.family)
+        unit = family.amplitude_unit
         e = c.envelope
         self.summary.setText(
             f"<b>{c.station.name}</b> \u2014 {c.station.description}<br>"
-            f"chip: {FAMILY_NAMES.get(c.chip.family, c.chip.family)}, {c.chip.n} synapses, physics seed {c.chip.seed}<br>"
+            f"chip: {family.label or family.name}, {c.chip.n} synapses, physics seed {c.chip.seed}<br>"
             f"backend: {c.station.backend}<br>"
             f"<b>safety envelope</b>: amplitude {_si(e.amplitude_min, unit)} \u2026 {_si(e.amplitude_max, unit)}, "
             f"width {_si(e.width_min, 's')} \u2026 {_si(e.width_max, 's')}, "

@@ -26,6 +26,7 @@ class Keithley6221PulseSource(Agilent33500PulseSource):
     role = "pulse_source"
     driver = LabKeithley6221
     settings_model = Keithley6221Settings
+    simulator = "sotpkg.simulator:Keithley6221Sim"  # what the simulated bench serves for this model
 
     def __init__(self, link, *, max_points: int = 65536, compliance_v: float = 10.0):
         super().__init__(link, max_points=max_points)

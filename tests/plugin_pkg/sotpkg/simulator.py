@@ -1,7 +1,7 @@
 """The simulated Keithley 6221 for the socket bench: the 33500B simulator under another model name.
 
-labctl's simulated bench looks simulators up in ``simulated_bench.instruments.SIMULATORS`` only;
-an entry-point group for plugin simulators is what it would need to serve this one.
+The adapter names it (``Keithley6221PulseSource.simulator``); labctl passes that reference to
+the simulated bench, which imports it (the bench knows only its built-in simulators by name).
 """
 
 from simulated_bench.instruments.agilent33500 import Agilent33500Sim
