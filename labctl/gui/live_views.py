@@ -381,7 +381,7 @@ class ChipWorkView(View):
         self.live: dict[str, list] = {"step": [], "pulses": [], "reads": [], "energy_j": []}
         self.metrics: dict[str, np.ndarray] | None = None
         self.summary_data: dict = {}
-        self.energy: dict[str, np.ndarray] = {}
+        self.energy_tables: dict[str, np.ndarray] = {}
         self.curves: dict[str, Any] = {}
 
     def add_snapshot(self, snap: dict) -> None:
@@ -396,7 +396,7 @@ class ChipWorkView(View):
     def set_metrics(self, metrics, summary: dict, energy: dict[str, np.ndarray] | None = None) -> None:
         """Columns of the curve table (cumulative ``pulses``, ``reads``, ``energy_j`` if it has them),
         the run summary and the energy tables (name -> rows)."""
-        self.metrics, self.summary_data, self.energy = metrics, summary, energy or {}
+        self.metrics, self.summary_data, self.energy_tables = metrics, summary, energy or {}
         self.dirty = True
 
     def _curve(self, plot, key, name, i):
@@ -432,7 +432,7 @@ class ChipWorkView(View):
                 unit = " J" if k.endswith("energy_j") else (" s" if k.endswith("_s") else "")
                 lines.append(f"  {k:<28} {v:.6g}{unit}" if isinstance(v, float) else f"  {k:<28} {v}")
         text = lines[:1] + _columns(lines[1:], 3)
-        for name, rows in self.energy.items():
+        for name, rows in self.energy_tables.items():
             text.append(f"{name} (energy in J)")
             cells = []
             for row in rows:
