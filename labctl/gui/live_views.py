@@ -365,7 +365,7 @@ class ChipWorkView(View):
         super().__init__()
         grid = QGridLayout(self)
         self.pulses = make_plot("Pulses and reads on the chip", ("step", None), ("count", None), legend="bottom")
-        self.energy = make_plot("Energy delivered to the chip", ("step", None), ("energy", "J"), legend="bottom")
+        self.energy = make_plot("Energy delivered to the chip", ("step", None), ("energy delivered", "J"), legend="bottom")
         self.summary = QLabel("")
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.summary.setAlignment(Qt.AlignTop | Qt.AlignLeft)
@@ -411,7 +411,7 @@ class ChipWorkView(View):
             self._curve(self.pulses, "pulses", "pulses (chip counters)", 0).setData(s, self.live["pulses"])
             self._curve(self.pulses, "reads", "reads (chip counters)", 1).setData(s, self.live["reads"])
             self.curves["reads"].setPen(_pen(1, 2, Qt.DashLine))
-            self._curve(self.energy, "energy", "energy (chip counters)", 3).setData(s, self.live["energy_j"])
+            self._curve(self.energy, "energy_j", "energy (chip counters)", 3).setData(s, self.live["energy_j"])
         elif self.metrics and "pulses" in self.metrics:
             m = self.metrics
             x = m.get("epoch", np.arange(len(m["pulses"])))
@@ -421,7 +421,7 @@ class ChipWorkView(View):
             if "reads" in m:
                 self._curve(self.pulses, "reads", "reads since training started", 1).setData(x, m["reads"])
             if "energy_j" in m:
-                self._curve(self.energy, "energy", "energy since training started", 3).setData(x, m["energy_j"])
+                self._curve(self.energy, "energy_j", "energy since training started", 3).setData(x, m["energy_j"])
         lines = []
         counters = self.summary_data.get("counters", {})
         metrics = {k: v for k, v in self.summary_data.items() if k not in ("counters",)}
