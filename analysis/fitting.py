@@ -65,12 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .switching_laws import (
-    dwmtj_landing,
-    gaussian_depinning,
-    logistic_depinning,
-    thermal_switching,
-)
+from .switching_laws import SQRT2, cdf_to_probabilities, gaussian_depinning
 
 Tensor = torch.Tensor
 
@@ -91,6 +86,7 @@ _DEC_TOL = 1e-10  # Newton decrement g^T H^-1 g (nats); = squared step in standa
 _MAX_ITER = 100
 _STALL_TOL = 1e-13  # relative NLL gain below which an iteration counts as no progress
 _STALL_ITERS = 5  # that many such iterations in a row: give up on the device
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SE_MAX = 100.0  # internal-scale standard error beyond which a parameter counts as unidentified
 
 
@@ -296,33 +292,35 @@ def _init_matrix(init: Any, names: tuple[str, ...], auto: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _binomial_nll(p: Tensor, k: Tensor, N: Tensor) -> Tensor:
-    p = _EPS + (1.0 - 2.0 * _EPS) * p
-    return -(k * torch.log(p) + (N - k) * torch.log1p(-p)).sum(-1)
+def _log_factorial(x: Tensor, top: Tensor) -> Tensor:
+    """``log(x!)`` of whole numbers ``x <= top``: a table lookup when ``top`` is moderate."""
+    t = int(top.item()) if top.numel() else 0
+    if t > 1_000_000:
+        return torch.lgamma(x + 1)
+    table = torch.lgamma(torch.arange(t + 1, dtype=DTYPE, device=x.device) + 1)
+    return table[x.long()]
 
 
 def _binomial_const(k: Tensor, N: Tensor) -> Tensor:
-    return (torch.lgamma(N + 1) - torch.lgamma(k + 1) - torch.lgamma(N - k + 1)).sum(-1)
-
-
-def _multinomial_nll(p: Tensor, counts: Tensor) -> Tensor:
-    L = p.shape[-1]
-    p = (p + _EPS) / (1.0 + L * _EPS)
-    return -(counts * torch.log(p)).sum((-1, -2))
+    top = N.max() if N.numel() else N.sum()
+    return (_log_factorial(N, top) - _log_factorial(k, top) - _log_factorial(N - k, top)).sum(-1)
 
 
 def _multinomial_const(counts: Tensor) -> Tensor:
     N = counts.sum(-1)
-    return (torch.lgamma(N + 1) - torch.lgamma(counts + 1).sum(-1)).sum(-1)
+    top = N.max() if N.numel() else N.sum()
+    return (_log_factorial(N, top) - _log_factorial(counts, top).sum(-1)).sum(-1)
 
 
 # --------------------------------------------------------------------------------------------
-# Batched damped Newton
+# Batched Fisher scoring
 # --------------------------------------------------------------------------------------------
 
 Data = dict[str, Tensor]
-NllFn = Callable[[Tensor, Data], Tensor]
 NaturalFn = Callable[[Tensor, Data], Tensor]
+# (theta (k, P), data, derivatives?) -> NLL (k,), gradient (k, P), expected Fisher information
+# (k, P, P), all in the internal parameters; gradient and information are None if not asked.
+EvalFn = Callable[[Tensor, Data, bool], tuple[Tensor, Tensor | None, Tensor | None]]
 # (theta, data) of devices the optimiser gave up on -> (k, P) bool: coordinates sitting on a
 # discontinuity of the law (all False for a device that is not).
 PinnedFn = Callable[[Tensor, Data], Tensor]
@@ -332,30 +330,48 @@ def _subset(data: Data, idx: Tensor) -> Data:
     return {key: v[idx] for key, v in data.items()}
 
 
-def _derivatives(nll: NllFn, theta: Tensor, data: Data) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-device value ``(k,)``, gradient ``(k, P)`` and Hessian ``(k, P, P)``.
+def _gram(w: Tensor, dps: list[Tensor], dims: tuple[int, ...]) -> Tensor:
+    """``(k, P, P)`` matrix ``sum w * dp_i * dp_j`` over ``dims``: the expected information."""
+    P = len(dps)
+    out = torch.empty((w.shape[0], P, P), dtype=w.dtype, device=w.device)
+    for i in range(P):
+        wd = w * dps[i]
+        for j in range(i + 1):
+            out[:, i, j] = out[:, j, i] = (wd * dps[j]).sum(dims)
+    return out
 
-    Device i's NLL depends on theta[i] only, so the gradient of the sum is the stack of the
-    per-device gradients, and differentiating the sum of one gradient column gives one row of
-    every device's Hessian: P + 1 backward passes for the whole batch.
+
+def _binomial_terms(
+    p: Tensor, dps: list[Tensor] | None, k: Tensor, N: Tensor, d2ps: dict[tuple[int, int], Tensor] | None = None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """NLL, gradient and curvature of independent binomial counts.
+
+    p: ``(n, m)`` model probabilities; dps: their derivatives ``dp/dtheta_i`` (each ``(n, m)``),
+    or None for the NLL alone. With ``pm = eps + (1 - 2 eps) p`` and ``r = (k - N pm) /
+    (pm (1 - pm))``: gradient ``-sum r dpm``; curvature: the expected information
+    ``sum N / (pm (1 - pm)) dpm dpm^T`` if ``d2ps`` is None, else the observed information
+    (Hessian of the NLL) ``sum (k / pm^2 + (N - k) / (1 - pm)^2) dpm dpm^T - sum r d2pm``, with
+    ``d2ps[(i, j)]`` (i >= j) the second derivatives of p.
     """
-    P = theta.shape[1]
-    with torch.enable_grad():
-        th = theta.detach().requires_grad_(True)
-        f = nll(th, data)
-        (g,) = torch.autograd.grad(f.sum(), th, create_graph=True)
-        rows = []
-        for j in range(P):
-            if g.requires_grad:
-                (r,) = torch.autograd.grad(
-                    g[:, j].sum(), th, retain_graph=True, allow_unused=True, materialize_grads=True
-                )
-            else:
-                r = torch.zeros_like(th)
-            rows.append(r)
-        H = torch.stack(rows, dim=1)
-    H = 0.5 * (H + H.transpose(1, 2))
-    return f.detach(), g.detach(), H.detach()
+    c = 1.0 - 2.0 * _EPS
+    pm = _EPS + c * p
+    f = -(k * torch.log(pm) + (N - k) * torch.log1p(-pm)).sum(-1)
+    if dps is None:
+        return f, None, None
+    q = 1.0 - pm
+    v = pm * q
+    r = (k - N * pm) / v
+    g = torch.stack([-(r * dp).sum(-1) for dp in dps], dim=1) * c
+    if d2ps is None:
+        return f, g, _gram(N / v, dps, (-1,)) * (c * c)
+    w = k / (pm * pm) + (N - k) / (q * q)
+    H = _gram(w, dps, (-1,)) * (c * c)
+    for (i, j), d2 in d2ps.items():
+        hij = (r * d2).sum(-1) * c
+        H[:, i, j] -= hij
+        if i != j:
+            H[:, j, i] -= hij
+    return f, g, H
 
 
 def _jacobian(natural: NaturalFn, theta: Tensor, data: Data) -> Tensor:
@@ -371,23 +387,40 @@ def _jacobian(natural: NaturalFn, theta: Tensor, data: Data) -> Tensor:
     return torch.stack(rows, dim=1).detach()
 
 
+def _sanitise(f: Tensor, g: Tensor, F: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(finite, g, F): non-finite derivatives replaced by a zero gradient and unit information."""
+    P = g.shape[1]
+    finite = torch.isfinite(f) & torch.isfinite(g).all(1) & torch.isfinite(F).all((1, 2))
+    eye = torch.eye(P, dtype=DTYPE, device=g.device)
+    g = torch.where(finite[:, None], g, torch.zeros_like(g))
+    F = torch.where(finite[:, None, None], F, eye.expand_as(F))
+    return finite, g, F
+
+
 def _newton(
-    nll: NllFn,
+    ev: EvalFn,
     theta0: Tensor,
     data: Data,
     lower: Tensor,
     upper: Tensor,
     max_iter: int,
     frozen: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Levenberg-Marquardt on every device at once. Returns (theta, stationary, n_iter).
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Damped Fisher scoring on every device at once.
 
+    Returns (theta, stationary, n_iter, nll, information), the last two at the returned theta
+    (the information without any frozen coordinates removed). Each iteration solves
+    ``(F + lam diag F) step = -g`` per device (Levenberg-Marquardt damping, one ``lam`` per
+    device) and accepts the step if the NLL does not rise, else retries with 8x the damping;
+    the derivatives at an accepted point are computed with its NLL, so an accepted step costs
+    one evaluation. A device stops when its decrement ``g^T F^-1 g`` is below ``_DEC_TOL``.
     frozen: optional ``(n, P)`` bool; those coordinates are held fixed (zero step) and left
     out of the stationarity test.
     """
     n, P = theta0.shape
     dev = theta0.device
     theta = torch.minimum(torch.maximum(theta0.clone(), lower), upper)
+    f, g, F = ev(theta, data, True)
     lam = torch.full((n,), 1e-3, dtype=DTYPE, device=dev)
     stationary = torch.zeros(n, dtype=torch.bool, device=dev)
     active = torch.ones(n, dtype=torch.bool, device=dev)
@@ -397,78 +430,82 @@ def _newton(
 
     for _ in range(max_iter):
         idx = active.nonzero().squeeze(1)
-        if idx.numel() == 0:
+        k = idx.numel()
+        if k == 0:
             break
-        d = _subset(data, idx)
-        th = theta[idx]
-        f, g, H = _derivatives(nll, th, d)
-        finite = torch.isfinite(f) & torch.isfinite(g).all(1) & torch.isfinite(H).all((1, 2))
-        g = torch.where(finite[:, None], g, torch.zeros_like(g))
-        H = torch.where(finite[:, None, None], H, eye.expand_as(H))
+        d = data if k == n else _subset(data, idx)
+        th, fi = theta[idx], f[idx]
+        finite, gi, Fi = _sanitise(fi, g[idx], F[idx])
         if frozen is not None:
             fz = frozen[idx]
             free = (~fz).to(DTYPE)
-            g = g * free
-            H = H * free[:, :, None] * free[:, None, :] + torch.diag_embed(fz.to(DTYPE))
+            gi = gi * free
+            Fi = Fi * free[:, :, None] * free[:, None, :] + torch.diag_embed(fz.to(DTYPE))
 
-        # Converged? Newton decrement with the undamped Hessian, which must be positive definite.
-        chol, info = torch.linalg.cholesky_ex(H)
+        # Converged? Decrement with the undamped information, which must be positive definite.
+        chol, info = torch.linalg.cholesky_ex(Fi)
         pd = (info == 0) & finite
         chol = torch.where(pd[:, None, None], chol, eye.expand_as(chol))
-        newton_step = torch.cholesky_solve(-g.unsqueeze(-1), chol).squeeze(-1)
-        dec = -(g * newton_step).sum(-1)
+        full_step = torch.cholesky_solve(-gi.unsqueeze(-1), chol).squeeze(-1)
+        dec = -(gi * full_step).sum(-1)
         done = pd & (dec < _DEC_TOL) & (dec > -_DEC_TOL)
         stationary[idx[done]] = True
         active[idx[done]] = False
         n_iter[idx] += 1
+        active[idx[~finite]] = False
 
-        # Damped steps for the rest; retry with more damping (no new derivatives) when rejected.
         todo = (~done & finite).nonzero().squeeze(1)
-        dead = (~finite).nonzero().squeeze(1)
-        active[idx[dead]] = False
         if todo.numel() == 0:
             continue
-        f, g, H, th, gi, d = f[todo], g[todo], H[todo], th[todo], idx[todo], _subset(d, todo)
-        scale = H.diagonal(dim1=1, dim2=2).abs() + 1e-9 * (1.0 + f.abs()).unsqueeze(1)
-        lam_i = lam[gi]
-        accepted = torch.zeros(todo.numel(), dtype=torch.bool, device=dev)
-        th_best, f_best = th.clone(), f.clone()
-        pending = torch.arange(todo.numel(), device=dev)
+        if todo.numel() < k:
+            fi, gi, Fi, th, gl, d = fi[todo], gi[todo], Fi[todo], th[todo], idx[todo], _subset(d, todo)
+        else:
+            gl = idx
+        scale = Fi.diagonal(dim1=1, dim2=2).abs() + 1e-9 * (1.0 + fi.abs()).unsqueeze(1)
+        lam_i = lam[gl]
+        accepted = torch.zeros(gl.numel(), dtype=torch.bool, device=dev)
+        f_best = fi.clone()
+        pending = torch.arange(gl.numel(), device=dev)
         for _try in range(12):
-            Hp, gp, thp = H[pending], g[pending], th[pending]
-            A = Hp + lam_i[pending, None, None] * torch.diag_embed(scale[pending])
+            every = pending.numel() == gl.numel()
+            Fp, gp, thp = (Fi, gi, th) if every else (Fi[pending], gi[pending], th[pending])
+            A = Fp + lam_i[pending, None, None] * torch.diag_embed(scale[pending])
             chol, info = torch.linalg.cholesky_ex(A)
             ok = info == 0
             chol = torch.where(ok[:, None, None], chol, eye.expand_as(chol))
             step = torch.cholesky_solve(-gp.unsqueeze(-1), chol).squeeze(-1)
             trial = torch.minimum(torch.maximum(thp + step, lower), upper)
-            with torch.no_grad():
-                f_new = nll(trial, _subset(d, pending))
-            good = ok & torch.isfinite(f_new) & (f_new <= f[pending]) & torch.isfinite(step).all(1)
+            f_new, _, _ = ev(trial, d if every else _subset(d, pending), False)
+            good = ok & torch.isfinite(f_new) & (f_new <= fi[pending]) & torch.isfinite(step).all(1)
             won = pending[good]
-            th_best[won], f_best[won] = trial[good], f_new[good]
+            theta[gl[won]] = trial[good]
+            f_best[won] = f_new[good]
             accepted[won] = True
             pending = pending[~good]
             lam_i[pending] = lam_i[pending] * 8.0
             if pending.numel() == 0:
                 break
+        # Derivatives at the accepted points (one evaluation per accepted step).
+        acc = accepted.nonzero().squeeze(1)
+        if acc.numel():
+            dst = gl[acc]
+            f[dst], g[dst], F[dst] = ev(theta[dst], d if acc.numel() == gl.numel() else _subset(d, acc), True)
         lam_i = torch.where(accepted, (lam_i / 5.0).clamp(min=1e-12), lam_i)
-        lam[gi] = lam_i
-        theta[gi] = th_best
+        lam[gl] = lam_i
         # A device that cannot make progress is given up: its damping has exploded, or it has
         # gained less than _STALL_TOL (relative) in each of _STALL_ITERS iterations without
         # meeting the stationarity test (e.g. the maximum sits on a discontinuity of the law).
-        slow = (f - f_best) < _STALL_TOL * (1.0 + f.abs())
-        n_slow[gi] = torch.where(slow, n_slow[gi] + 1, torch.zeros_like(n_slow[gi]))
-        stuck = (lam_i > 1e20) | (n_slow[gi] >= _STALL_ITERS)
-        active[gi[stuck]] = False
+        slow = (fi - f_best) < _STALL_TOL * (1.0 + fi.abs())
+        n_slow[gl] = torch.where(slow, n_slow[gl] + 1, torch.zeros_like(n_slow[gl]))
+        stuck = (lam_i > 1e20) | (n_slow[gl] >= _STALL_ITERS)
+        active[gl[stuck]] = False
 
-    return theta, stationary, n_iter
+    return theta, stationary, n_iter, f, F
 
 
 def _fit(
     names: tuple[str, ...],
-    nll: NllFn,
+    ev: EvalFn,
     natural: NaturalFn,
     theta0: Tensor,
     data: Data,
@@ -493,8 +530,11 @@ def _fit(
         )
     bad0 = ~torch.isfinite(theta0).all(1)
     theta0 = torch.where(bad0[:, None], torch.zeros_like(theta0), theta0)
-    theta, stationary, n_iter = _newton(nll, theta0, data, lower, upper, max_iter)
-    theta = torch.where(torch.isfinite(theta), theta, theta0)
+    theta, stationary, n_iter, f, H = _newton(ev, theta0, data, lower, upper, max_iter)
+    bad = ~torch.isfinite(theta).all(1)
+    if bool(bad.any()):
+        theta = torch.where(bad[:, None], theta0, theta)
+        f[bad], _g, H[bad] = ev(theta[bad], _subset(data, bad.nonzero().squeeze(1)), True)
 
     if pinned is not None:
         # Devices stuck against a discontinuity of the law: hold the pinned coordinates where
@@ -505,11 +545,10 @@ def _fit(
             sel = mask.any(1)
             idx, mask = idx[sel], mask[sel]
             if idx.numel():
-                th2, st2, it2 = _newton(nll, theta[idx], _subset(data, idx), lower, upper, max_iter, mask)
-                theta[idx] = th2
-                stationary[idx] = st2
+                th2, st2, it2, f2, H2 = _newton(ev, theta[idx], _subset(data, idx), lower, upper, max_iter, mask)
+                theta[idx], stationary[idx], f[idx], H[idx] = th2, st2, f2, H2
                 n_iter[idx] += it2
-    f, g, H = _derivatives(nll, theta, data)
+    # Covariance: inverse expected Fisher information at the estimate, by the delta method.
     eye = torch.eye(P, dtype=DTYPE, device=dev)
     finite_h = torch.isfinite(H).all((1, 2))
     H = torch.where(finite_h[:, None, None], H, eye.expand_as(H))
@@ -621,10 +660,39 @@ def _logistic_natural(theta: Tensor, d: Data) -> Tensor:
     return torch.stack([x0, dx, a], dim=1)
 
 
-def _logistic_nll(theta: Tensor, d: Data) -> Tensor:
-    nat = _logistic_natural(theta, d)
-    p = logistic_depinning(d["h"], nat[:, 0:1], nat[:, 1:2], nat[:, 2:3])
-    return _binomial_nll(p, d["k"], d["N"])
+def _logistic_eval(theta: Tensor, d: Data, derivs: bool):
+    """Binomial NLL of :func:`logistic_depinning`; derivatives in (offset, log dx, logit a).
+
+    With ``z = dx (h - x0)`` and ``s = sigmoid(z)``: ``dp/du = -a s (1 - s) dx x_scale``,
+    ``dp/dv = a s (1 - s) z``, ``dp/dw = -(1 - s) a (1 - a)``.
+    """
+    x0 = d["x0_ref"] + theta[:, 0] * d["x_scale"]
+    dx = d["dx_ref"] * torch.exp(theta[:, 1])
+    a = torch.sigmoid(theta[:, 2])
+    z = dx[:, None] * (d["h"] - x0[:, None])
+    s = torch.sigmoid(z)
+    p = (1.0 - a[:, None]) + a[:, None] * s  # logistic_depinning, with s kept
+    if not derivs:
+        return _binomial_terms(p, None, d["k"], d["N"])
+    one_s = 1.0 - s
+    s1 = s * one_s  # sigmoid'
+    s2 = s1 * (1.0 - 2.0 * s)  # sigmoid''
+    am = a[:, None]
+    alpha = (dx * d["x_scale"])[:, None]  # -dz/du
+    a1 = (a * (1.0 - a))[:, None]  # da/dw
+    a2 = a1 * (1.0 - 2.0 * am)  # d2a/dw2
+    as1 = am * s1
+    dps = [as1 * (-alpha), as1 * z, -(one_s * a1)]
+    a1s1 = a1 * s1
+    d2ps = {
+        (0, 0): (am * s2) * (alpha * alpha),
+        (1, 0): -(alpha * (am * s2 * z + as1)),
+        (2, 0): -(alpha * a1s1),
+        (1, 1): am * (s2 * z + s1) * z,
+        (2, 1): a1s1 * z,
+        (2, 2): -(a2 * one_s),
+    }
+    return _binomial_terms(p, dps, d["k"], d["N"], d2ps)
 
 
 def _informative_binomial(k: Tensor, N: Tensor) -> Tensor:
@@ -634,7 +702,7 @@ def _informative_binomial(k: Tensor, N: Tensor) -> Tensor:
     return has_trials & some_yes & some_no
 
 
-def fit_logistic(
+def _fit_logistic(
     amplitude: Any,
     switched: Any,
     trials: Any,
@@ -678,7 +746,7 @@ def fit_logistic(
                           torch.log(a0) - torch.log1p(-a0)], dim=1)
     box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOGIT_BOX], dtype=DTYPE, device=k.device)
     domain = ((-math.inf, math.inf), (0.0, math.inf), (0.0, 1.0))
-    return _fit(_LOGISTIC, _logistic_nll, _logistic_natural, theta0, data, -box, box, domain,
+    return _fit(_LOGISTIC, _logistic_eval, _logistic_natural, theta0, data, -box, box, domain,
                 ("natural", "log", "logit"),
                 _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
 
@@ -697,13 +765,27 @@ def _gaussian_natural(theta: Tensor, d: Data) -> Tensor:
     return torch.stack([h0, sigma], dim=1)
 
 
-def _gaussian_nll(theta: Tensor, d: Data) -> Tensor:
-    nat = _gaussian_natural(theta, d)
-    p = gaussian_depinning(d["h"], nat[:, 0:1], nat[:, 1:2])
-    return _binomial_nll(p, d["k"], d["N"])
+def _gaussian_eval(theta: Tensor, d: Data, derivs: bool):
+    """Binomial NLL of :func:`gaussian_depinning`; derivatives in (offset, log sigma).
+
+    With ``z = (h - h0) / sigma`` and the normal density ``phi``: ``dp/du = -phi(z) sigma_ref /
+    sigma``, ``dp/dv = -phi(z) z``.
+    """
+    h0 = d["h0_ref"] + theta[:, 0] * d["sigma_ref"]
+    sigma = d["sigma_ref"] * torch.exp(theta[:, 1])
+    p = gaussian_depinning(d["h"], h0[:, None], sigma[:, None])
+    if not derivs:
+        return _binomial_terms(p, None, d["k"], d["N"])
+    z = (d["h"] - h0[:, None]) / sigma[:, None]
+    phi = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    beta = (d["sigma_ref"] / sigma)[:, None]  # -dz/du
+    zz1 = 1.0 - z * z
+    dps = [phi * (-beta), -(phi * z)]
+    d2ps = {(0, 0): -(z * phi) * (beta * beta), (1, 0): (phi * beta) * zz1, (1, 1): (phi * z) * zz1}
+    return _binomial_terms(p, dps, d["k"], d["N"], d2ps)
 
 
-def fit_gaussian(
+def _fit_gaussian(
     amplitude: Any,
     switched: Any,
     trials: Any,
@@ -729,7 +811,7 @@ def fit_gaussian(
     theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
     domain = ((-math.inf, math.inf), (0.0, math.inf))
-    return _fit(_GAUSSIAN, _gaussian_nll, _gaussian_natural, theta0, data, -box, box, domain,
+    return _fit(_GAUSSIAN, _gaussian_eval, _gaussian_natural, theta0, data, -box, box, domain,
                 ("natural", "log"),
                 _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
 
@@ -747,10 +829,28 @@ def _thermal_natural(theta: Tensor, d: Data) -> Tensor:
     return torch.stack([delta, delta / slope], dim=1)
 
 
-def _thermal_nll(theta: Tensor, d: Data) -> Tensor:
-    nat = _thermal_natural(theta, d)
-    p = thermal_switching(d["v"], d["t"], nat[:, 0:1], nat[:, 1:2], d["tau0"][:, None])
-    return _binomial_nll(p, d["k"], d["N"])
+def _thermal_eval(theta: Tensor, d: Data, derivs: bool):
+    """Binomial NLL of :func:`thermal_switching`; derivatives in (log delta, log(delta / vc0)).
+
+    With ``eta = log(t / tau0) - delta (1 - V / vc0)`` (clamped at 30 as in the law) and
+    ``P = 1 - exp(-e^eta)``: ``dP/deta = e^eta exp(-e^eta)`` (0 where clamped),
+    ``deta/du = -delta``, ``deta/dv = (delta / vc0) V``.
+    """
+    delta = d["delta_ref"] * torch.exp(theta[:, 0])
+    slope = d["slope_ref"] * torch.exp(theta[:, 1])
+    vc0 = delta / slope
+    eta = d["log_t_tau"] - delta[:, None] * (1.0 - d["v"] / vc0[:, None])
+    rate = torch.exp(eta.clamp(max=30.0))
+    p = -torch.expm1(-rate)
+    if not derivs:
+        return _binomial_terms(p, None, d["k"], d["N"])
+    dp_eta = torch.where(eta < 30.0, rate * (1.0 - p), torch.zeros_like(p))
+    d2p_eta = dp_eta * (1.0 - rate)
+    eu = (-delta)[:, None]  # deta/du (= d2eta/du2)
+    ev = slope[:, None] * d["v"]  # deta/dv (= d2eta/dv2)
+    dps = [dp_eta * eu, dp_eta * ev]
+    d2ps = {(0, 0): (d2p_eta * eu + dp_eta) * eu, (1, 0): d2p_eta * eu * ev, (1, 1): (d2p_eta * ev + dp_eta) * ev}
+    return _binomial_terms(p, dps, d["k"], d["N"], d2ps)
 
 
 def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -764,7 +864,7 @@ def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return slope, ym - slope * xm
 
 
-def fit_thermal(
+def _fit_thermal(
     voltage: Any,
     width: Any,
     switched: Any,
@@ -824,12 +924,12 @@ def fit_thermal(
     start = _init_matrix(init, _THERMAL, auto)
     _positive(start[:, 0], "delta")
     _positive(start[:, 1], "vc0")
-    data = {"v": v, "t": w_t, "k": k, "N": N, "tau0": tau,
+    data = {"v": v, "log_t_tau": torch.log(w_t / tau[:, None]), "k": k, "N": N,
             "delta_ref": start[:, 0], "slope_ref": start[:, 0] / start[:, 1]}
     theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
     box = torch.tensor([_LOG_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
     domain = ((0.0, math.inf), (0.0, math.inf))
-    return _fit(_THERMAL, _thermal_nll, _thermal_natural, theta0, data, -box, box, domain,
+    return _fit(_THERMAL, _thermal_eval, _thermal_natural, theta0, data, -box, box, domain,
                 ("natural", "natural"),
                 _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
 
@@ -848,13 +948,70 @@ def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
     return torch.stack([i_c, mobility, sigma], dim=1)
 
 
-def _make_dwmtj_nll(levels: int) -> NllFn:
-    def nll(theta: Tensor, d: Data) -> Tensor:
-        nat = _dwmtj_natural(theta, d)
-        p = dwmtj_landing(d["start"], d["i"], d["t"], nat[:, 0:1], nat[:, 1:2], nat[:, 2:3], levels)
-        return _multinomial_nll(p, d["counts"])
+def _make_dwmtj_eval(levels: int) -> EvalFn:
+    """Multinomial NLL of :func:`dwmtj_landing`; derivatives in (offset, log mobility, log sigma).
 
-    return nll
+    The landing position is ``pos = start + d`` with ``d = sign(i) mobility relu(|i| - i_c) t``;
+    the cumulative level probabilities are ``C_k = erfc(z_k) / 2``, ``z_k = (pos - k - 1/2) /
+    (sqrt(2) s)`` (s = sigma for a moving wall, 1e-6 sites otherwise). ``dC_k/dpos = -exp(-z_k^2)
+    / (sqrt(2 pi) s)``, ``dC_k/dlog s = exp(-z_k^2) z_k / sqrt(pi)``; level probabilities and
+    their derivatives are differences of consecutive ``C_k``. Information
+    ``sum N / p_l dp_l dp_l^T`` over pulses and levels (N: trials of the pulse).
+    """
+    edges_np = np.arange(levels - 1, dtype=np.float64) + 0.5
+
+    def ev(theta: Tensor, d: Data, derivs: bool):
+        i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
+        mob = d["mob_ref"] * torch.exp(theta[:, 1])
+        sig = d["sig_ref"] * torch.exp(theta[:, 2])
+        i, t = d["i"], d["t"]
+        disp = torch.sign(i) * mob[:, None] * torch.relu(i.abs() - i_c[:, None]) * t
+        moving = disp != 0
+        spread = torch.where(moving, sig[:, None], torch.full_like(disp, 1e-6))
+        edges = torch.as_tensor(edges_np, device=theta.device)
+        z = (d["start"] + disp).unsqueeze(-1) - edges
+        z = z / (SQRT2 * spread).unsqueeze(-1)
+        cdf = 0.5 * torch.erfc(z)
+        p = cdf_to_probabilities(cdf)
+        L = levels
+        pt = (p + _EPS) / (1.0 + L * _EPS)
+        counts = d["counts"]
+        f = -(counts * torch.log(pt)).sum((-1, -2))
+        if not derivs:
+            return f, None, None
+        # dC/dz and d2C/dz2; z depends on u, v through pos and on w through s (moving walls).
+        c1 = torch.exp(-z * z) * (-1.0 / math.sqrt(math.pi))
+        c2 = c1 * z * -2.0
+        mv = moving.to(DTYPE).unsqueeze(-1)
+        inv = 1.0 / (SQRT2 * spread)
+        zu = (torch.where(moving, torch.sign(i) * (-(mob * d["ic_scale"]))[:, None] * t, torch.zeros_like(disp))
+              * inv).unsqueeze(-1)
+        zv = (disp * inv).unsqueeze(-1)
+        zw = -(z * mv)
+        c1u, c1v = c1 * zu, c1 * zv
+        dcs = [c1u, c1v, c1 * zw]
+        d2cs = {
+            (0, 0): c2 * zu * zu,
+            (1, 0): c2 * zu * zv + c1u,
+            (1, 1): c2 * zv * zv + c1v,
+            (2, 0): c2 * zu * zw - c1u,
+            (2, 1): c2 * zv * zw - c1v,
+            (2, 2): (c2 * zw - c1) * zw,
+        }
+        zero = torch.zeros_like(c1[..., :1])
+        c = 1.0 / (1.0 + L * _EPS)
+        dps = [torch.diff(dc, dim=-1, prepend=zero, append=zero) * c for dc in dcs]
+        r = counts / pt
+        g = torch.stack([-(r * dp).sum((-1, -2)) for dp in dps], dim=1)
+        H = _gram(r / pt, dps, (-1, -2))
+        for (a, b), d2 in d2cs.items():
+            hab = (r * torch.diff(d2, dim=-1, prepend=zero, append=zero)).sum((-1, -2)) * c
+            H[:, a, b] -= hab
+            if a != b:
+                H[:, b, a] -= hab
+        return f, g, H
+
+    return ev
 
 
 def _dwmtj_pinned(theta: Tensor, d: Data) -> Tensor:
@@ -875,7 +1032,7 @@ def _dwmtj_pinned(theta: Tensor, d: Data) -> Tensor:
     return mask
 
 
-def fit_dwmtj_landing(
+def _fit_dwmtj_landing(
     current: Any,
     width: Any,
     level_counts: Any,
@@ -964,6 +1121,101 @@ def fit_dwmtj_landing(
     box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOG_BOX], dtype=DTYPE, device=device)
     domain = ((0.0, math.inf), (0.0, math.inf), (0.0, math.inf))
     informative = tot.sum(1) > 0
-    return _fit(_DWMTJ, _make_dwmtj_nll(levels), _dwmtj_natural, theta0, data, -box, box, domain,
+    return _fit(_DWMTJ, _make_dwmtj_eval(levels), _dwmtj_natural, theta0, data, -box, box, domain,
                 ("natural", "log", "log"),
                 _multinomial_const(counts), informative, level, max_iter, _dwmtj_pinned)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunks of devices
+# --------------------------------------------------------------------------------------------
+
+_CHUNK_CELLS = 1 << 18  # counts (devices x pulses x levels) fitted together: ~2 MiB per float64 array
+
+
+def _rows(x: Any, ndim: int, n: int, lo: int, hi: int) -> Any:
+    """Rows lo:hi of a per-device argument (``ndim`` dimensions, first of length n); others as given."""
+    if x is None or isinstance(x, (int, float, np.integer, np.floating)):
+        return x
+    if isinstance(x, Mapping):
+        return {key: _rows(v, 1, n, lo, hi) for key, v in x.items()}
+    if not isinstance(x, (Tensor, np.ndarray)):
+        try:
+            x = np.asarray(x)
+        except Exception:  # noqa: BLE001 - left to the fit's own validation
+            return x
+    if x.ndim == ndim and x.shape[0] == n:
+        return x[lo:hi]
+    return x
+
+
+def _chunked(fn: Callable[..., FitResult], counts: Any, ndim: int, args: dict[str, tuple[Any, int]],
+             **kwargs: Any) -> FitResult:
+    """``fn`` over chunks of devices (each about ``_CHUNK_CELLS`` counts), results concatenated.
+
+    Devices are fitted independently, so chunking changes no result; it bounds the memory of a
+    fit (the largest temporaries are a few arrays of one chunk's counts, in float64) and keeps
+    the working set in cache. counts: the per-device count array (its first dimension is n).
+    """
+    try:
+        shape = tuple(counts.shape) if isinstance(counts, (Tensor, np.ndarray)) else np.shape(counts)
+    except Exception:  # noqa: BLE001 - left to the fit's own validation
+        shape = ()
+    plain = {key: v for key, (v, _) in args.items()}
+    if len(shape) != ndim or shape[0] == 0:
+        return fn(**plain, **kwargs)
+    n = int(shape[0])
+    size = max(1, _CHUNK_CELLS // max(1, math.prod(shape[1:])))
+    if n <= size:
+        return fn(**plain, **kwargs)
+    parts = []
+    for lo in range(0, n, size):
+        hi = min(n, lo + size)
+        sub = {key: _rows(v, nd, n, lo, hi) for key, (v, nd) in args.items()}
+        try:
+            parts.append(fn(**sub, **kwargs))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (in devices {lo}..{hi - 1} of {n})") from None
+    first = parts[0]
+    return FitResult(
+        first.names,
+        *(torch.cat([getattr(r, key) for r in parts]) for key in ("estimate", "stderr", "ci_low", "ci_high", "loglik", "converged")),
+        first.level,
+        torch.cat([r.cov for r in parts]),
+        torch.cat([r.n_iter for r in parts]),
+    )
+
+
+def fit_logistic(amplitude: Any, switched: Any, trials: Any, *, init: Any = None, level: float = 0.95,
+                 max_iter: int = _MAX_ITER) -> FitResult:
+    return _chunked(_fit_logistic, switched, 2,
+                    {"amplitude": (amplitude, 2), "switched": (switched, 2), "trials": (trials, 2), "init": (init, 2)},
+                    level=level, max_iter=max_iter)
+
+
+def fit_gaussian(amplitude: Any, switched: Any, trials: Any, *, init: Any = None, level: float = 0.95,
+                 max_iter: int = _MAX_ITER) -> FitResult:
+    return _chunked(_fit_gaussian, switched, 2,
+                    {"amplitude": (amplitude, 2), "switched": (switched, 2), "trials": (trials, 2), "init": (init, 2)},
+                    level=level, max_iter=max_iter)
+
+
+def fit_thermal(voltage: Any, width: Any, switched: Any, trials: Any, *, tau0: Any = 1e-9, init: Any = None,
+                level: float = 0.95, max_iter: int = _MAX_ITER) -> FitResult:
+    return _chunked(_fit_thermal, switched, 2,
+                    {"voltage": (voltage, 2), "width": (width, 2), "switched": (switched, 2), "trials": (trials, 2),
+                     "tau0": (tau0, 1), "init": (init, 2)},
+                    level=level, max_iter=max_iter)
+
+
+def fit_dwmtj_landing(current: Any, width: Any, level_counts: Any, levels: int, *, start: Any = 0,
+                      init: Any = None, level: float = 0.95, max_iter: int = _MAX_ITER) -> FitResult:
+    return _chunked(_fit_dwmtj_landing, level_counts, 3,
+                    {"current": (current, 2), "width": (width, 2), "level_counts": (level_counts, 3),
+                     "start": (start, 2), "init": (init, 2)},
+                    levels=levels, level=level, max_iter=max_iter)
+
+
+for _public, _inner in ((fit_logistic, _fit_logistic), (fit_gaussian, _fit_gaussian), (fit_thermal, _fit_thermal),
+                        (fit_dwmtj_landing, _fit_dwmtj_landing)):
+    _public.__doc__ = _inner.__doc__

@@ -412,3 +412,23 @@ def test_analysis_imports_nothing_else_of_ours():
 # --------------------------------------------------------------------------------------------
 # Speed
 # --------------------------------------------------------------------------------------------
+
+
+def test_fits_in_chunks_equal_one_batch(monkeypatch):
+    """Devices are fitted in chunks (bounded memory); chunking changes no result."""
+    import analysis.fitting as fitting
+
+    h, k, _ = logistic_data(50, seed=16)
+    current, counts, _ = dwmtj_data(20, seed=17)
+    whole = fit_logistic(h, k, TRIALS, init={"a": torch.full((50,), 0.97, dtype=D)})
+    whole_dw = fit_dwmtj_landing(current, DW_WIDTH, counts, DW_LEVELS)
+    monkeypatch.setattr(fitting, "_CHUNK_CELLS", 7 * 25)  # 7 devices per chunk, last one short
+    parts = fit_logistic(h, k, TRIALS, init={"a": torch.full((50,), 0.97, dtype=D)})
+    parts_dw = fit_dwmtj_landing(current, DW_WIDTH, counts, DW_LEVELS)
+    for a, b in ((whole, parts), (whole_dw, parts_dw)):
+        for field in ("estimate", "stderr", "ci_low", "ci_high", "loglik", "converged", "n_iter"):
+            torch.testing.assert_close(getattr(b, field), getattr(a, field), rtol=1e-12, atol=0)
+    bad = k.clone()
+    bad[30, 2] = TRIALS + 1
+    with pytest.raises(ValueError, match=r"device 2 pulse 2 .*in devices 28..34 of 50"):
+        fit_logistic(h, bad, TRIALS)
