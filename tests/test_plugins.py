@@ -4,7 +4,8 @@ The package is installed with pip into a temporary folder put on the PYTHONPATH 
 subprocesses: labctl finds it through its installed entry points only (no path is imported by
 labctl, nothing under labctl/, instruments/, protocols/ or simulated_bench/ names it). Its
 protocol runs through the command line on the direct backend, and a run killed with SIGKILL and
-resumed ends with the same metrics and counters as an uninterrupted one. ``module:Class``
+resumed ends with the same metrics and counters as an uninterrupted one; it also runs on the
+socket bench a station starts, whose simulators (chip and current source) are the plugin's. ``module:Class``
 references in station and protocol files reach the same classes; a reference that does not
 import is a one-line configuration error (exit 2) naming the file, the key and the import error.
 """
@@ -224,3 +225,23 @@ def test_an_unknown_family_lists_the_known_ones(tmp_path, capsys):
     err = refused(["check", "calibrate-dw", "--station", str(station)], capsys)
     assert ("key 'chip.family': expected one of 'dw_nanowire', 'stt_mtj', 'dw_mtj' (got 'sot_mtj'), "
             "or a 'module:Class' reference") in err
+
+
+def test_plugin_protocol_runs_on_the_socket_bench(env, tmp_path):
+    """The plugin's chip and its current source served by the simulated bench the station starts
+    (`[bench] start = true`): the bench builds the plugin's simulator classes from the references
+    labctl passes (the family's simulator, the adapter's `simulator`)."""
+    table = '[instruments.pulse_source]\nmodel = "Keithley6221"\nresource = "auto"\ncompliance_v = 20.0\n'
+    station = plugin_bench_station(table).replace('name = "tmr-bench"', 'name = "sot-bench"')
+    assert 'backend = "instruments"' in station and "start = true" in station
+    (tmp_path / "sot-bench.toml").write_text(station)
+    protocol = (FILES / "sot-sweep.toml").read_text().replace("points = 13", "points = 5").replace(
+        "widths = [1e-8, 2e-8]", "widths = [1e-8]").replace("repeats = 100", "repeats = 20").replace("block = 1", "block = 16")
+    (tmp_path / "sweep.toml").write_text(protocol)
+    done = labctl(env, "run", "sweep.toml", "--station", "sot-bench.toml", "--no-progress", "--out", "bench.h5",
+                  cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    got = outcome(env, tmp_path / "bench.h5")
+    assert got["status"] == "success" and got["metrics"]["law"] == "sigmoid"
+    assert got["metrics"]["synapses"] == 16 and got["counters"]["pulses"] > 0
+    assert 0.5e-3 < got["metrics"]["median_x0"] < 1.5e-3  # the plugin simulator's i50 (1 mA by default)
