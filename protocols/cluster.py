@@ -79,8 +79,13 @@ ENERGY_DTYPE = np.dtype([
 class ClusterSettings(Settings):
     """Settings of train-cluster. Currents in amperes, widths in seconds, features scaled to [0, 1]."""
 
-    data: Literal["iris", "breast_cancer", "wine", "digits"] = "iris"
+    data: Literal["iris", "breast_cancer", "wine", "digits", "mnist", "fashion-mnist"] = "iris"
     test_fraction: float = Field(0.25, gt=0, lt=1)
+    data_dir: str | None = Field(None, description="folder of an MNIST-format set's IDX files (default for "
+                                 "fashion-mnist: $LABCTL_DATA, else /usr/share/datasets/fashion-mnist)")
+    image_pool: int = Field(1, ge=1, le=4, description="average-pool factor of MNIST-format 28x28 images (1: 784 inputs)")
+    test_limit: int | None = Field(None, ge=10, description="use only the first N test samples (None: all)")
+    train_limit: int | None = Field(None, ge=10, description="use only the first N training samples (None: all)")
     split_seed: int = Field(0, ge=0, description="seed of the stratified train/test split")
     clusters: int = Field(20, ge=2, le=100_000, description="WTA neurons (clusters)")
     encoding: Literal["analog", "thermometer"] = Field(
@@ -152,7 +157,8 @@ class TrainCluster(ChipProtocol):
     def __init__(self, name: str, settings: ClusterSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)
         s = settings
-        self.data = datasets.load(s.data, test_fraction=s.test_fraction, seed=s.split_seed)
+        self.data = datasets.load_subset(s.data, test_fraction=s.test_fraction, seed=s.split_seed, path=s.data_dir,
+                                         pool=s.image_pool, train_limit=s.train_limit, test_limit=s.test_limit)
         self.x_train = encode(self.data.x_train, s.encoding, s.bins)
         self.x_test = encode(self.data.x_test, s.encoding, s.bins)
         self.inputs = self.x_train.shape[1]

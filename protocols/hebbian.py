@@ -106,8 +106,12 @@ class HebbianSettings(Settings):
     """Settings of train-hebbian. Voltages in volts, widths and tau0 in seconds, thresholds in units of
     half the conductance window times active rows."""
 
-    data: Literal["iris", "breast_cancer", "wine", "digits"] = "digits"
+    data: Literal["iris", "breast_cancer", "wine", "digits", "mnist", "fashion-mnist"] = "digits"
     test_fraction: float = Field(0.25, gt=0, lt=1)
+    data_dir: str | None = Field(None, description="folder of an MNIST-format set's IDX files (default for "
+                                 "fashion-mnist: $LABCTL_DATA, else /usr/share/datasets/fashion-mnist)")
+    image_pool: int = Field(1, ge=1, le=4, description="average-pool factor of MNIST-format 28x28 images (1: 784 inputs)")
+    test_limit: int | None = Field(None, ge=10, description="use only the first N test samples (None: all)")
     split_seed: int = Field(0, ge=0)
     binarise_threshold: float = Field(0.5, gt=0, lt=1)
     complement: bool = Field(True, description="also drive a complement row per feature (pixel off)")
@@ -235,7 +239,8 @@ class TrainHebbian(ChipProtocol):
     def __init__(self, name: str, settings: HebbianSettings, chip, seed: int = 0):
         super().__init__(name, settings, chip, seed)
         s = settings
-        self.data = datasets.load(s.data, test_fraction=s.test_fraction, seed=s.split_seed)
+        self.data = datasets.load_subset(s.data, test_fraction=s.test_fraction, seed=s.split_seed, path=s.data_dir,
+                                         pool=s.image_pool, train_limit=s.limit_train, test_limit=s.test_limit)
         self.x_train = self.encode(self.data.x_train)
         self.y_train = self.data.y_train
         if s.limit_train is not None:
