@@ -7,7 +7,10 @@ Protocols, device families and instrument models are found three ways, in this o
    and ``labctl.instruments`` (``importlib.metadata.entry_points``; a package declares them in its
    ``pyproject.toml`` under ``[project.entry-points."labctl.families"]``);
 3. a ``module:Class`` reference written in the file itself (``family = "mypkg.devices:SotMtj"``),
-   imported when the file is read, as a QCoDeS station names an instrument's ``type``.
+   imported when the file is read, as a QCoDeS station names an instrument's ``type``; or a
+   ``file.py:Class`` reference to a Python file (``kind = "perceptron_rule.py:PerceptronRule"``),
+   relative to the folder set with :func:`references_from` (the TOML file's folder, for whoever
+   reads one), else to the current directory.
 
 A reference that cannot be imported raises :class:`PluginError` with the import error in
 one line; the configuration layer turns it into a ConfigError naming the file and the key.
@@ -15,14 +18,56 @@ one line; the configuration layer turns it into a ConfigError naming the file an
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
-REFERENCE_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-"""A ``module:attribute`` reference (``mypkg.rules:MyRule``); the attribute may be dotted."""
+REFERENCE_RE = re.compile(r"(?:[A-Za-z_][\w.]*|[\w./-]+\.py):[A-Za-z_][\w.]*")
+"""A ``module:attribute`` reference (``mypkg.rules:MyRule``) or a ``file.py:attribute`` one
+(``rules/my_rule.py:MyRule``); the attribute may be dotted."""
+
+_FOLDER: ContextVar[Path | None] = ContextVar("labctl_reference_folder", default=None)
+
+
+@contextmanager
+def references_from(folder: str | Path | None):
+    """Within the block, ``file.py:Class`` references are relative to ``folder`` (a TOML file's folder)."""
+    token = _FOLDER.set(None if folder is None else Path(folder))
+    try:
+        yield
+    finally:
+        _FOLDER.reset(token)
+
+
+def _import_file(path_text: str) -> Any:
+    """The module of a Python file named by a reference (relative to :func:`references_from`'s folder,
+    else to the current directory), imported once under a name made from its absolute path."""
+    path = Path(path_text)
+    if not path.is_absolute():
+        path = (_FOLDER.get() or Path.cwd()) / path
+    path = path.resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    name = f"labctl_file_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 class PluginError(ValueError):
@@ -43,9 +88,9 @@ def load_reference(ref: str) -> Any:
     """
     if not is_reference(ref):
         raise PluginError(f"{ref!r} is not a 'module:Class' reference")
-    module_name, _, attribute = ref.partition(":")
+    module_name, _, attribute = ref.rpartition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
         for part in attribute.split("."):
             obj = getattr(obj, part)
     except Exception as exc:  # any import-time failure of a plugin is reported, not raised as is

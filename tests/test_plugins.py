@@ -245,3 +245,20 @@ def test_plugin_protocol_runs_on_the_socket_bench(env, tmp_path):
     assert got["status"] == "success" and got["metrics"]["law"] == "sigmoid"
     assert got["metrics"]["synapses"] == 16 and got["counters"]["pulses"] > 0
     assert 0.5e-3 < got["metrics"]["median_x0"] < 1.5e-3  # the plugin simulator's i50 (1 mA by default)
+
+
+# ---------------------------------------------------------------------------- a rule in a Python file
+def test_a_file_reference_names_a_rule_in_a_python_file(tmp_path, monkeypatch):
+    """examples/perceptron.toml names its rule `examples/perceptron_rule.py:PerceptronRule` (from the
+    repository's root); `labctl.plugins.references_from(folder)` makes such a path relative to a folder."""
+    from labctl import api, plugins
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)
+    result = api.run("examples/perceptron.toml", out=tmp_path / "perceptron.h5", overrides={"max_epochs": 1})
+    assert result.status == "success" and 0.6 < result.summary["test_accuracy"] <= 1.0
+    with plugins.references_from(root / "examples"):
+        cls = plugins.load_reference("perceptron_rule.py:PerceptronRule")
+    assert cls is plugins.load_reference("examples/perceptron_rule.py:PerceptronRule")  # imported once
+    with pytest.raises(plugins.PluginError, match=r"cannot import 'nope.py:Rule' \(FileNotFoundError: no such file: "):
+        plugins.load_reference("nope.py:Rule")
