@@ -268,6 +268,8 @@ class StationHeader(Strict):
     backend: Literal["simulated", "instruments"] = "simulated"
     suspend_timeout_s: float = Field(600.0, ge=0, le=7 * 86400, description="how long an instrument outage is "
                                      "waited out before the run fails, seconds (finite, 0 <= t <= 7 days)")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="torch device of the simulated physics: "
+                                                   "cpu, cuda, or auto (cuda when available, else cpu)")
 
 
 class StationConfig(Strict):
@@ -557,7 +559,25 @@ def validate(model: type[M], data: Any, source: str, prefix: str = "") -> M:
 def load_station(name_or_path: str | Path) -> StationConfig:
     """Load and validate a station file (path or embedded name)."""
     data, source = read_toml(name_or_path, "stations")
-    return validate(StationConfig, data, source)
+    station = validate(StationConfig, data, source)
+    resolve_device(station.station.device, source)
+    return station
+
+
+def resolve_device(setting: str, source: str = "station") -> str:
+    """The torch device name for a station's ``[station] device`` setting (``cpu``, ``cuda``, ``auto``).
+
+    ``auto`` is ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``; ``cuda`` on a machine
+    without CUDA is a one-line ConfigError naming the file and the key.
+    """
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{source}: key 'station.device': 'cuda' but this machine has no CUDA device "
+                          f"(torch {torch.__version__}); use 'cpu' or 'auto'")
+    return setting
 
 
 def load_protocol_file(name_or_path: str | Path) -> tuple[ProtocolFile, str]:
