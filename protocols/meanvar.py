@@ -614,6 +614,31 @@ class MeanVarTraining(ChipProtocol):
         rows.append([0, accs[0], 0.0, 0.0, 0.0])
         return rows
 
+    def load_trained(self, arrays: dict[str, np.ndarray]) -> None:
+        """Set the trained model from a finished run file's datasets (``model/law``, ``model/amplitude``
+        (T), ``model/bias`` and the hidden layers' ``model/hidden{k}/...``), for :meth:`sweep_measurements`
+        on a chip opened from the run file's station (``labctl.runs.build``): a finished run tested at
+        other N without retraining. Shapes are checked (ValueError naming the dataset)."""
+        def get(name: str, shape: tuple) -> Tensor:
+            if name not in arrays:
+                raise ValueError(f"run file has no dataset {name!r} (not a finished train-meanvar run?)")
+            a = torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float32)
+            if tuple(a.shape) != tuple(shape):
+                raise ValueError(f"dataset {name!r} is shape {tuple(a.shape)}; this protocol expects {tuple(shape)}")
+            return a
+        unit = self.settings.amplitude_unit
+        with torch.no_grad():
+            law = get("model/law", (3, self.c, self.d))
+            self.law = {k: law[i].clone() for i, k in enumerate(("x0", "dx", "a"))}
+            self.h.copy_(get("model/amplitude", (self.c, self.d)) / unit)
+            self.bias.copy_(get("model/bias", (self.c,)))
+            for k, hh in enumerate(self.hidden_h):
+                law = get(f"model/hidden{k}/law", (3, *hh.shape))
+                self.hidden_law.update({f"{q}_{k}": law[i].clone() for i, q in enumerate(("x0", "dx", "a"))})
+                hh.copy_(get(f"model/hidden{k}/amplitude", tuple(hh.shape)) / unit)
+                self.hidden_bias[k].copy_(get(f"model/hidden{k}/bias", tuple(self.hidden_bias[k].shape)))
+        self.phase = Phase.DONE
+
     # ------------------------------------------------------------------ results and resume
     def summary(self) -> dict[str, Any]:
         s = self.settings

@@ -263,3 +263,25 @@ def test_n_sweep_from_one_trained_model():
     assert abs(rows[1][1] - rows[-1][1]) < 0.08
     assert rows[1][1] > rows[0][1]
     assert set(out["n_sweep_accuracy"]) == {"1", "64", "0"}
+
+
+def test_n_sweep_of_a_finished_run_file(tmp_path):
+    """A finished run file's model, loaded into a fresh protocol on the same chip, sweeps N without retraining."""
+    s = _small(max_epochs=3, hidden=[6])
+    chip = chip_640()
+    proto = MeanVarTraining("a", s, chip, seed=0)
+    path = tmp_path / "run.h5"
+    writer = RunWriter(path, attrs={"seed": 0}, schema={**proto.describe(), SUMMARY: SUMMARY_SPEC})
+    for _ in proto.run(RunContext(chip, writer)):
+        pass
+    writer.close()
+    with RunReader(path) as r:
+        arrays = {k: r.dataset(k) for k in ("model/law", "model/amplitude", "model/bias", "model/hidden0/law",
+                                             "model/hidden0/amplitude", "model/hidden0/bias")}
+    fresh = MeanVarTraining("b", s, chip_640(), seed=0)
+    fresh.load_trained(arrays)
+    rows = fresh.sweep_measurements([2], passes=2)
+    assert rows[-1][1] == pytest.approx(proto.summary()["continuous_test_accuracy"])
+    assert 0.0 < rows[0][1] <= 1.0 and rows[0][3] > 0
+    with pytest.raises(ValueError, match="model/bias"):
+        fresh.load_trained({k: v for k, v in arrays.items() if k != "model/bias"})
