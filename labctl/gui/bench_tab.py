@@ -138,6 +138,8 @@ class BenchTab(QWidget):
         cl.addWidget(self.status)
         cl.addStretch(1)
         controls.setMaximumWidth(520)
+        for label in (self.device_info, self.read_result, self.fit_result, self.status, *self.errors.values()):
+            label.setMinimumHeight(2 * label.fontMetrics().lineSpacing())  # two wrapped lines are never cut
 
         self.plot = make_plot("S-curve: measured (points) and fitted law (line)", ("pulse amplitude", None),
                               ("switching probability", None), legend=True)
