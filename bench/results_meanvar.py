@@ -57,17 +57,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-exsitu", action="store_true", help="skip the ex-situ column")
+    ap.add_argument("--select", choices=("accuracy", "loss"), default="accuracy",
+                    help="model-selection criterion (train-meanvar's select; default: mean validation accuracy "
+                         "over 16 passes)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     seeds = range(args.seeds)
     t0 = time.perf_counter()
     rows = []
     for n in NS:
-        ins = [run_one("chip", n, sd) for sd in seeds]
-        exs = [] if args.no_exsitu else [run_one("model", n, sd) for sd in seeds]
+        ins = [run_one("chip", n, sd, select=args.select) for sd in seeds]
+        exs = [] if args.no_exsitu else [run_one("model", n, sd, select=args.select) for sd in seeds]
         rows.append((f"N = {n}", ins, exs))
         print(f"  done N = {n} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    cont = [run_one("continuous", 1, sd) for sd in seeds]
+    cont = [run_one("continuous", 1, sd, select=args.select) for sd in seeds]
     data = prepare_data(MeanVarSettings(), binary=True)
     s = MeanVarSettings()
     flo = [train_float(data, [data.features, data.classes], seed=sd, lr=s.lr, batch_size=s.batch_size,
@@ -76,17 +79,18 @@ def main(argv=None) -> int:
     print(f"Digits 8x8 binarised, 64 -> 10, station sim-dw-640, {args.seeds} seeds, 16 test passes; "
           f"accuracy in % (mean +- std over seeds)\n")
     print("| measurements | in-situ test acc | ex-situ test acc (on chip) | mid p (0.1<p<0.9) | epochs (best) "
-          "| training energy (J) | trials / inference | energy / inference (J) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| training energy (J) | trials / inference | energy / inference (J) | s / training epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, ins, exs in rows:
         ex = fmt([r["test_accuracy"] for r in exs]) if exs else "-"
         print(f"| {label} | {fmt([r['test_accuracy'] for r in ins])} | {ex} | "
               f"{fmt([r['fraction_mid'] for r in ins], 1.0, 3)} | "
               f"{np.mean([r['best_epoch'] for r in ins]):.0f} | {np.mean([r['training_energy_j'] for r in ins]):.3g} | "
-              f"{np.mean([r['inference_trials'] for r in ins]):.0f} | {np.mean([r['inference_energy_j'] for r in ins]):.3g} |")
+              f"{np.mean([r['inference_trials'] for r in ins]):.0f} | {np.mean([r['inference_energy_j'] for r in ins]):.3g} | "
+              f"{np.mean([r['train_time_s'] / max(r['epochs'], 1) for r in ins]):.3f} |")
     print(f"| continuous p | {fmt([r['test_accuracy'] for r in cont])} | - | "
-          f"{fmt([r['fraction_mid'] for r in cont], 1.0, 3)} | {np.mean([r['best_epoch'] for r in cont]):.0f} | - | - | - |")
-    print(f"| float 64->10 | {fmt(flo)} | - | - | - | - | - | - |")
+          f"{fmt([r['fraction_mid'] for r in cont], 1.0, 3)} | {np.mean([r['best_epoch'] for r in cont]):.0f} | - | - | - | - |")
+    print(f"| float 64->10 | {fmt(flo)} | - | - | - | - | - | - | - |")
     n64 = np.mean([r["test_accuracy"] for r in rows[-1][1]])
     c = np.mean([r["test_accuracy"] for r in cont])
     accs = [np.mean([r["test_accuracy"] for r in ins]) for _, ins, _ in rows]
