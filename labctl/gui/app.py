@@ -128,6 +128,9 @@ class MainWindow(QMainWindow):
         act.setShortcut("Ctrl+O")
         act.triggered.connect(self._open_dialog)
         menu.addAction(act)
+        act = QAction("Open &sweep folder\u2026", self)
+        act.triggered.connect(self._open_sweep_dialog)
+        menu.addAction(act)
         quit_ = QAction("&Quit", self)
         quit_.setShortcut("Ctrl+Q")
         quit_.triggered.connect(self.close)
@@ -322,6 +325,30 @@ class MainWindow(QMainWindow):
             self.views.set_chip_snapshot(snap, self.layer_shape)
 
     # ------------------------------------------------------------------ watching and reviewing
+    def _open_sweep_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open sweep folder", "sweeps")
+        if path:
+            self.open_sweep_folder(path)
+
+    def open_sweep_folder(self, path: str | Path) -> bool:
+        """A sweep folder in the Sweep tab (labctl.gui.sweep_view); double-clicking a point reviews its run file."""
+        from .sweep_view import SweepView
+
+        try:
+            view = SweepView(path)
+        except (ConfigError, OSError) as exc:
+            self.show_error("Not a sweep folder", str(exc))
+            return False
+        old = getattr(self, "sweep_view", None)
+        if old is not None:
+            self.tabs.removeTab(self.tabs.indexOf(old))
+            old.deleteLater()
+        self.sweep_view = view
+        view.open_run.connect(lambda p: self.open_run_file(p) and self.tabs.setCurrentIndex(0))
+        self.tabs.setCurrentIndex(self.tabs.addTab(view, "Sweep"))
+        self._log(f"sweep folder {path}: {len(view.table)} points")
+        return True
+
     def _open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open run file", "runs", "Run files (*.h5 *.hdf5);;All files (*)")
         if path:
@@ -571,7 +598,8 @@ def run_until(condition, timeout_s: float, poll_ms: int = 50) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labctl gui", description="labctl probe-station GUI")
-    parser.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review")
+    parser.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review, "
+                        "or a sweep folder")
     parser.add_argument("--station", help="station TOML file or embedded name (default: the protocol's)")
     return parser
 
@@ -582,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow(station=args.station)
     window.show()
     if args.file:
-        window.open_run_file(args.file)
+        (window.open_sweep_folder if Path(args.file).is_dir() else window.open_run_file)(args.file)
     return app.exec_()
 
 
