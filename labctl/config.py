@@ -581,6 +581,18 @@ def resolve_device(setting: str, source: str = "station") -> str:
 
 
 def load_protocol_file(name_or_path: str | Path) -> tuple[ProtocolFile, str]:
-    """Load a protocol file's header; the settings are validated by the protocol kind."""
+    """Load a protocol file's header; the settings are validated by the protocol kind.
+
+    A ``kind = "rules/my_rule.py:MyRule"`` file reference is relative to the protocol file's
+    folder; it is made absolute here, so a run file records where the rule is and ``labctl
+    resume`` finds it from any working directory."""
     data, source = read_toml(name_or_path, "protocols")
-    return validate(ProtocolFile, data, source), source
+    header = data.get("protocol") if isinstance(data, dict) else None
+    kind = header.get("kind") if isinstance(header, dict) else None
+    if isinstance(kind, str) and Path(source).is_file():
+        file_part, _, attribute = kind.rpartition(":")
+        if file_part.endswith(".py") and not Path(file_part).is_absolute():
+            absolute = (Path(source).resolve().parent / file_part).as_posix()
+            data = {**data, "protocol": {**header, "kind": f"{absolute}:{attribute}"}}
+    pfile = validate(ProtocolFile, data, source)
+    return pfile, source

@@ -249,14 +249,17 @@ def test_plugin_protocol_runs_on_the_socket_bench(env, tmp_path):
 
 # ---------------------------------------------------------------------------- a rule in a Python file
 def test_a_file_reference_names_a_rule_in_a_python_file(tmp_path, monkeypatch):
-    """examples/perceptron.toml names its rule `examples/perceptron_rule.py:PerceptronRule` (from the
-    repository's root); `labctl.plugins.references_from(folder)` makes such a path relative to a folder."""
+    """examples/perceptron.toml names its rule `perceptron_rule.py:PerceptronRule`, relative to the
+    TOML's folder, from any working directory; `labctl.plugins.references_from(folder)` makes such a
+    path relative to a folder for other readers."""
     from labctl import api, plugins
 
     root = Path(__file__).parents[1]
-    monkeypatch.chdir(root)
-    result = api.run("examples/perceptron.toml", out=tmp_path / "perceptron.h5", overrides={"max_epochs": 1})
+    monkeypatch.chdir(tmp_path)
+    result = api.run(root / "examples/perceptron.toml", out=tmp_path / "perceptron.h5", overrides={"max_epochs": 1})
     assert result.status == "success" and 0.6 < result.summary["test_accuracy"] <= 1.0
+    assert api.read_run(tmp_path / "perceptron.h5").attrs["protocol_kind"].endswith("examples/perceptron_rule.py:PerceptronRule")
+    monkeypatch.chdir(root)
     with plugins.references_from(root / "examples"):
         cls = plugins.load_reference("perceptron_rule.py:PerceptronRule")
     assert cls is plugins.load_reference("examples/perceptron_rule.py:PerceptronRule")  # imported once
