@@ -5,7 +5,9 @@
 Runs the protocol (default: the embedded train-meanvar on sim-dw-640, ~10 s) from the GUI, waits
 for the end, and saves docs/gui-<view>.png for the window, the station and protocol panels and
 every live-view tab; then docs/gui-bench.png: the Bench tab on the simulated Kerr bench (kerr-bench) after a
-single-device S-curve with its fitted law (``--bench-only``: that one alone).
+single-device S-curve with its fitted law (``--bench-only``: that one alone); docs/gui-sweep.png:
+the Sweep view of a small sweep run here (reduced train-meanvar, N = 1 .. 16 x 3 seeds, about a
+minute; ``--sweep-only``: that one alone).
 """
 
 from __future__ import annotations
@@ -29,11 +31,17 @@ def main() -> int:
     ap.add_argument("--protocol", default="train-meanvar")
     ap.add_argument("--out-dir", default=str(ROOT / "docs"))
     ap.add_argument("--bench-only", action="store_true", help="only the Bench tab screenshot")
+    ap.add_argument("--sweep-only", action="store_true", help="only the Sweep view screenshot")
     args = ap.parse_args()
     app = application()
     win = MainWindow()
     win.resize(1600, 1000)
     win.show()
+    if args.sweep_only:
+        path = sweep_screenshot(win, app, Path(args.out_dir))
+        print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+        win.close()
+        return 0
     if args.bench_only:
         path = bench_screenshot(win, app, Path(args.out_dir))
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
@@ -72,6 +80,7 @@ def main() -> int:
     left.grab().save(str(out / "gui-station-protocol.png"))
     paths += [out / "gui-window.png", out / "gui-station-protocol.png"]
     paths.append(bench_screenshot(win, app, out))
+    paths.append(sweep_screenshot(win, app, out))
     for p in paths:
         print(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
     win.close()
@@ -102,6 +111,57 @@ def bench_screenshot(win: MainWindow, app, out: Path) -> Path:
     path = out / "gui-bench.png"
     win.grab().save(str(path))
     win.tabs.setCurrentIndex(0)  # leave the bench: safe state, bench file closed
+    return path
+
+
+# A reduced train-meanvar (16 -> 4 inputs and classes, 64 wires, a few seconds a point): accuracy and
+# energy per inference against the number of measurements N, over three training seeds.
+SWEEP = """
+[sweep]
+name = "screenshot-meanvar"
+description = "Reduced train-meanvar: accuracy and energy per inference against N (3 seeds)"
+protocol = "train-meanvar"
+station = "sim-dw"
+checkpoint_every_s = 30
+
+[fixed]
+settings.pool = 2
+settings.classes = 4
+settings.train_limit = 500
+settings.lr = 0.5
+settings.batch_size = 32
+settings.max_epochs = 6
+settings.patience = 6
+settings.calibration_points = 7
+settings.calibration_repeats = 20
+settings.test_passes = 4
+settings.float_baseline = false
+
+[axes]
+settings.measurements = [1, 2, 4, 8, 16]
+seed = [0, 1, 2]
+"""
+
+
+def sweep_screenshot(win: MainWindow, app, out: Path) -> Path:
+    """The Sweep tab on a small sweep run here (one point at a time, in this process)."""
+    from labctl.sweep import load_sweep
+    from labctl.sweep_dask import run_sweep
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "screenshot-meanvar.toml").write_text(SWEEP)
+    t0 = time.monotonic()
+    outcome = run_sweep(load_sweep(folder / "screenshot-meanvar.toml"), folder / "screenshot-meanvar", local=True,
+                        echo=lambda _: None)
+    print(f"sweep: {len(outcome.ran)} points in {time.monotonic() - t0:.1f} s -> {folder / 'screenshot-meanvar'}")
+    if not win.open_sweep_folder(folder / "screenshot-meanvar"):
+        raise RuntimeError(win.dialog.text() if win.dialog else "cannot open the sweep folder")
+    win.sweep_view.grid.selectRow(4)
+    for _ in range(5):
+        app.processEvents()
+        time.sleep(0.05)
+    path = out / "gui-sweep.png"
+    win.grab().save(str(path))
     return path
 
 

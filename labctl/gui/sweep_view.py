@@ -88,6 +88,9 @@ class SweepView(QWidget):
 
         self.metric_plot = make_plot("metric against axis", ("", None), ("", None), legend=True)
         self.pareto_plot = make_plot("Pareto front", ("", None), ("", None), legend="bottom")
+        for plot, sides in ((self.metric_plot, ("left", "bottom")), (self.pareto_plot, ("left",))):
+            for side in sides:  # metrics and axis values as they are (an accuracy of 0.72, not 720 x 0.001)
+                plot.getPlotItem().getAxis(side).enableAutoSIPrefix(False)
         plots = QSplitter(Qt.Horizontal)
         plots.addWidget(self.metric_plot)
         plots.addWidget(self.pareto_plot)
@@ -242,7 +245,7 @@ class SweepView(QWidget):
         if varied:  # configurations: the points that differ only by their seeds, averaged (as sweep plot)
             value = aggregate(self.table, metric, varied[0], varied[1:])
             spent = aggregate(self.table, cost, varied[0], varied[1:])
-            names = [", ".join(f"{_label(k)}={row[k]}" for k in varied) for _, row in value.iterrows()]
+            names = [", ".join(f"{_label(k)}={value[k].iloc[i]}" for k in varied) for i in range(len(value))]
         else:  # only seeds: every point is its own configuration
             done = self.table[self.table["status"] == "success"]
             value = done[[metric]].rename(columns={metric: "mean"}).assign(std=0.0).reset_index(drop=True)
@@ -261,14 +264,15 @@ class SweepView(QWidget):
                   name="configurations")
         plot.plot(px[front], y[front], pen=pg.mkPen("#d62728", width=2), symbol="o", symbolSize=9,
                   symbolBrush="#d62728", symbolPen="#d62728", name="Pareto front")
-        for i, name in enumerate(names):
-            text = pg.TextItem(name, color="#404040", anchor=(0, 0))
+        middle = (px.min() + px.max()) / 2
+        for i, name in enumerate(names):  # labels inwards: the right half's to the left of their point
+            text = pg.TextItem(name, color="#404040", anchor=(1 if px[i] > middle else 0, 0))
             text.setPos(px[i], y[i])
             plot.addItem(text)
         cost_label = dict(COSTS)[cost]
         plot.getAxis("bottom").setTicks([_decade_ticks(px)] if log_x else None)
-        plot.setTitle(f"{metric} against {cost_label}", size="11pt")
         name, _, unit = cost_label.rpartition(" (")
+        plot.setTitle(f"{metric} against {name}: Pareto front of the configurations (mean over seeds)", size="11pt")
         if log_x:
             plot.setLabel("bottom", f"{cost_label}, log scale", units="")
         else:
