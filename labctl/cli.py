@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("gui", help="the probe-station GUI: run a protocol, or watch/review a run file")
-    p.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review")
+    p.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review, or a sweep folder")
     p.add_argument("--station", help="station TOML file or embedded name (default: the protocol's)")
     p.set_defaults(func=cmd_gui)
 
