@@ -187,3 +187,36 @@ def test_existing_out_file_is_not_replaced_without_overwrite(tmp_path):
     assert_one_line_error(result.stderr)
     assert "--overwrite" in result.stderr
     assert (tmp_path / "x.h5").read_bytes() == b"precious"
+
+
+# ---------------------------------------------------------------------------- the envelope on resume
+def test_resume_never_widens_the_envelope_recorded_in_an_edited_run_file(tmp_path):
+    """A run file whose recorded envelope was edited wider than the station's is resumed with the
+    station's limits (the intersection of both), and the difference is said."""
+    import json
+
+    run = start("run", "--no-progress", "--checkpoint-every", "0", "--out", "e.h5", cwd=tmp_path)
+    wait_for_checkpoints(tmp_path / "e.h5", 3)
+    run.send_signal(signal.SIGTERM)  # aborted: a cleanly closed, resumable file
+    assert run.wait() == 1
+    with h5py.File(tmp_path / "e.h5", "r+") as f:  # edit the recorded envelope as a careless hand would
+        station = json.loads(f.attrs["station"])
+        assert station["envelope"]["amplitude_max"] == 0.012
+        station["envelope"]["amplitude_max"] = 0.025
+        f.attrs["station"] = json.dumps(station)
+    resumed = labctl("resume", "e.h5", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "envelope.amplitude_max: run file 0.025, station now 0.012, using 0.012" in resumed.stderr
+
+
+def test_intersection_of_envelopes_takes_the_narrower_limit_of_each():
+    from labctl.config import load_station
+    from labctl.runs import intersect_envelopes
+
+    current = load_station("sim-dw")
+    wide = current.model_copy(update={"envelope": current.envelope.model_copy(
+        update={"amplitude_max": 0.025, "width_min": current.envelope.width_min * 10})})
+    merged, notes = intersect_envelopes(wide, current)
+    assert merged.envelope.amplitude_max == current.envelope.amplitude_max  # the station's narrower one
+    assert merged.envelope.width_min == wide.envelope.width_min  # the run file's narrower one
+    assert len(notes) == 2
