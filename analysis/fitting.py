@@ -327,7 +327,57 @@ PinnedFn = Callable[[Tensor, Data], Tensor]
 
 
 def _subset(data: Data, idx: Tensor) -> Data:
-    return {key: v[idx] for key, v in data.items()}
+    """The rows ``idx`` of every per-device entry; ``(1, m)`` entries (shared by all devices) as they are."""
+    return {key: v if v.dim() == 2 and v.shape[0] == 1 else v[idx] for key, v in data.items()}
+
+
+def _shared_rows(x: Tensor) -> Tensor:
+    """``x[:1]`` (shape ``(1, m)``) if every row of the ``(n, m)`` array ``x`` equals the first, else ``x``.
+
+    A grid or trial count shared by all devices is then stored once: it broadcasts in the
+    likelihoods and is not copied when the optimiser selects the devices still active.
+    """
+    if x.shape[0] > 1 and bool((x == x[:1]).all()):
+        return x[:1]
+    return x
+
+
+def _binomial_core(p: Tensor, d: Data, derivs: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """NLL ``(k,)`` of binomial counts at probabilities ``p``, and (derivs) the per-point
+    residual ``r = (k - N pm) / (pm (1 - pm))`` and weight ``w = k / pm^2 + (N - k) / (1 - pm)^2``
+    (``pm = eps + (1 - 2 eps) p``), from which the laws assemble their gradients and observed
+    information with the per-device factors pulled out of the sums (see :func:`_binomial_terms`).
+    """
+    c = 1.0 - 2.0 * _EPS
+    k, N, nk = d["k"], d["N"], d["nk"]
+    pm = _EPS + c * p
+    f = -(k * torch.log(pm) + nk * torch.log1p(-pm)).sum(-1)
+    if not derivs:
+        return f, None, None
+    q = 1.0 - pm
+    v = pm * q
+    r = (k - N * pm) / v
+    w = k / (pm * pm) + nk / (q * q)
+    return f, r, w
+
+
+def _sums(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """``(k, len(pairs))``: ``sum_points x * y`` for each pair, in one reduction."""
+    x0 = torch.broadcast_tensors(*pairs[0])[0]
+    out = torch.empty((len(pairs),) + tuple(x0.shape), dtype=x0.dtype, device=x0.device)
+    for j, (x, y) in enumerate(pairs):
+        torch.mul(x, y, out=out[j])
+    return out.sum(-1).T
+
+
+def _hessian(entries: dict[tuple[int, int], Tensor], P: int) -> Tensor:
+    """``(k, P, P)`` symmetric matrix from its lower-triangle entries ``(i, j), i >= j``."""
+    first = next(iter(entries.values()))
+    H = torch.empty((first.shape[0], P, P), dtype=first.dtype, device=first.device)
+    for (i, j), hij in entries.items():
+        H[:, i, j] = hij
+        H[:, j, i] = hij
+    return H
 
 
 def _gram(w: Tensor, dps: list[Tensor], dims: tuple[int, ...]) -> Tensor:
@@ -672,27 +722,36 @@ def _logistic_eval(theta: Tensor, d: Data, derivs: bool):
     z = dx[:, None] * (d["h"] - x0[:, None])
     s = torch.sigmoid(z)
     p = (1.0 - a[:, None]) + a[:, None] * s  # logistic_depinning, with s kept
+    f, r, w = _binomial_core(p, d, derivs)
     if not derivs:
-        return _binomial_terms(p, None, d["k"], d["N"])
+        return f, None, None
+    # dp_i = F_i b_i with per-device factors F = (-alpha a, a, -a1) and per-point b = (s1, s1 z,
+    # 1 - s); the sums over points are taken once and the factors applied per device.
     one_s = 1.0 - s
     s1 = s * one_s  # sigmoid'
     s2 = s1 * (1.0 - 2.0 * s)  # sigmoid''
-    am = a[:, None]
-    alpha = (dx * d["x_scale"])[:, None]  # -dz/du
-    a1 = (a * (1.0 - a))[:, None]  # da/dw
-    a2 = a1 * (1.0 - 2.0 * am)  # d2a/dw2
-    as1 = am * s1
-    dps = [as1 * (-alpha), as1 * z, -(one_s * a1)]
-    a1s1 = a1 * s1
-    d2ps = {
-        (0, 0): (am * s2) * (alpha * alpha),
-        (1, 0): -(alpha * (am * s2 * z + as1)),
-        (2, 0): -(alpha * a1s1),
-        (1, 1): am * (s2 * z + s1) * z,
-        (2, 1): a1s1 * z,
-        (2, 2): -(a2 * one_s),
-    }
-    return _binomial_terms(p, dps, d["k"], d["N"], d2ps)
+    s1z = s1 * z
+    s2z = s2 * z
+    wb0, wb1, wb2 = w * s1, w * s1z, w * one_s
+    S = _sums([(r, s1), (r, s1z), (r, one_s), (r, s2), (r, s2z), (r * s2z, z),
+               (wb0, s1), (wb0, s1z), (wb0, one_s), (wb1, s1z), (wb1, one_s), (wb2, one_s)])
+    R1, R2, R3, R4, R5, R6, W00, W01, W02, W11, W12, W22 = S.unbind(1)
+    c = 1.0 - 2.0 * _EPS
+    alpha = dx * d["x_scale"]  # -dz/du
+    a1 = a * (1.0 - a)  # da/dw
+    a2 = a1 * (1.0 - 2.0 * a)  # d2a/dw2
+    F0, F1, F2 = -alpha * a, a, -a1
+    g = torch.stack([-(F0 * R1), -(F1 * R2), -(F2 * R3)], dim=1) * c
+    cc = c * c
+    H = _hessian({
+        (0, 0): cc * F0 * F0 * W00 - c * (a * alpha * alpha) * R4,
+        (1, 0): cc * F0 * F1 * W01 + c * (alpha * a) * (R5 + R1),
+        (2, 0): cc * F0 * F2 * W02 + c * (alpha * a1) * R1,
+        (1, 1): cc * F1 * F1 * W11 - c * a * (R6 + R2),
+        (2, 1): cc * F1 * F2 * W12 - c * a1 * R2,
+        (2, 2): cc * F2 * F2 * W22 + c * a2 * R3,
+    }, 3)
+    return f, g, H
 
 
 def _informative_binomial(k: Tensor, N: Tensor) -> Tensor:
@@ -738,7 +797,7 @@ def _fit_logistic(
         raise ValueError("init: a must lie in (0, 1]")
     a0 = start[:, 2].clamp(1e-9, 1 - 1e-9)
     data = {
-        "h": h, "k": k, "N": N,
+        "h": _shared_rows(h), "k": k, "N": _shared_rows(N), "nk": N - k,
         "x0_ref": start[:, 0], "x_scale": 1.0 / start[:, 1], "dx_ref": start[:, 1],
     }
     theta0 = torch.stack([torch.zeros(n, dtype=DTYPE, device=k.device),
@@ -774,15 +833,27 @@ def _gaussian_eval(theta: Tensor, d: Data, derivs: bool):
     h0 = d["h0_ref"] + theta[:, 0] * d["sigma_ref"]
     sigma = d["sigma_ref"] * torch.exp(theta[:, 1])
     p = gaussian_depinning(d["h"], h0[:, None], sigma[:, None])
+    f, r, w = _binomial_core(p, d, derivs)
     if not derivs:
-        return _binomial_terms(p, None, d["k"], d["N"])
+        return f, None, None
+    # dp = (-beta, -1) * (phi, phi z): per-device factors out of the sums over points.
     z = (d["h"] - h0[:, None]) / sigma[:, None]
     phi = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-    beta = (d["sigma_ref"] / sigma)[:, None]  # -dz/du
-    zz1 = 1.0 - z * z
-    dps = [phi * (-beta), -(phi * z)]
-    d2ps = {(0, 0): -(z * phi) * (beta * beta), (1, 0): (phi * beta) * zz1, (1, 1): (phi * z) * zz1}
-    return _binomial_terms(p, dps, d["k"], d["N"], d2ps)
+    beta = d["sigma_ref"] / sigma  # -dz/du
+    phiz = phi * z
+    rphiz = r * phiz
+    wphi = w * phi
+    S = _sums([(r, phi), (r, phiz), (rphiz, z), (rphiz * z, z), (wphi, phi), (wphi, phiz), (wphi * z, phiz)])
+    R0, R1, R2, R3, W00, W01, W11 = S.unbind(1)
+    c = 1.0 - 2.0 * _EPS
+    cc = c * c
+    g = torch.stack([beta * R0, R1], dim=1) * c
+    H = _hessian({
+        (0, 0): cc * beta * beta * W00 + c * (beta * beta) * R1,
+        (1, 0): cc * beta * W01 - c * beta * (R0 - R2),
+        (1, 1): cc * W11 - c * (R1 - R3),
+    }, 2)
+    return f, g, H
 
 
 def _fit_gaussian(
@@ -807,7 +878,7 @@ def _fit_gaussian(
     auto = torch.stack([mid, width / _Z90], dim=1)
     start = _init_matrix(init, _GAUSSIAN, auto)
     _positive(start[:, 1], "sigma")
-    data = {"h": h, "k": k, "N": N, "h0_ref": start[:, 0], "sigma_ref": start[:, 1]}
+    data = {"h": _shared_rows(h), "k": k, "N": _shared_rows(N), "nk": N - k, "h0_ref": start[:, 0], "sigma_ref": start[:, 1]}
     theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
     domain = ((-math.inf, math.inf), (0.0, math.inf))
@@ -842,15 +913,29 @@ def _thermal_eval(theta: Tensor, d: Data, derivs: bool):
     eta = d["log_t_tau"] - delta[:, None] * (1.0 - d["v"] / vc0[:, None])
     rate = torch.exp(eta.clamp(max=30.0))
     p = -torch.expm1(-rate)
+    f, r, w = _binomial_core(p, d, derivs)
     if not derivs:
-        return _binomial_terms(p, None, d["k"], d["N"])
+        return f, None, None
+    # dp = (-delta, slope) * (P', P' V) with P' = dP/deta: per-device factors out of the sums.
     dp_eta = torch.where(eta < 30.0, rate * (1.0 - p), torch.zeros_like(p))
     d2p_eta = dp_eta * (1.0 - rate)
-    eu = (-delta)[:, None]  # deta/du (= d2eta/du2)
-    ev = slope[:, None] * d["v"]  # deta/dv (= d2eta/dv2)
-    dps = [dp_eta * eu, dp_eta * ev]
-    d2ps = {(0, 0): (d2p_eta * eu + dp_eta) * eu, (1, 0): d2p_eta * eu * ev, (1, 1): (d2p_eta * ev + dp_eta) * ev}
-    return _binomial_terms(p, dps, d["k"], d["N"], d2ps)
+    V = d["v"]
+    rd2 = r * d2p_eta
+    rd2v = rd2 * V
+    wd = w * dp_eta
+    wdv = wd * V
+    S = _sums([(r, dp_eta), (r * dp_eta, V), (rd2, V.new_ones(())), (rd2, V), (rd2v, V),
+               (wd, dp_eta), (wdv, dp_eta), (wdv, dp_eta * V)])
+    A0, A1, B0, B1, B2, W00, W01, W11 = S.unbind(1)
+    c = 1.0 - 2.0 * _EPS
+    cc = c * c
+    g = torch.stack([delta * A0, -(slope * A1)], dim=1) * c
+    H = _hessian({
+        (0, 0): cc * delta * delta * W00 - c * (delta * delta * B0 - delta * A0),
+        (1, 0): -(cc * delta * slope * W01) + c * (delta * slope) * B1,
+        (1, 1): cc * slope * slope * W11 - c * (slope * slope * B2 + slope * A1),
+    }, 2)
+    return f, g, H
 
 
 def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -924,7 +1009,8 @@ def _fit_thermal(
     start = _init_matrix(init, _THERMAL, auto)
     _positive(start[:, 0], "delta")
     _positive(start[:, 1], "vc0")
-    data = {"v": v, "log_t_tau": torch.log(w_t / tau[:, None]), "k": k, "N": N,
+    data = {"v": _shared_rows(v), "log_t_tau": _shared_rows(torch.log(w_t / tau[:, None])), "k": k,
+            "N": _shared_rows(N), "nk": N - k,
             "delta_ref": start[:, 0], "slope_ref": start[:, 0] / start[:, 1]}
     theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
     box = torch.tensor([_LOG_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
