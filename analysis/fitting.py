@@ -342,22 +342,22 @@ def _shared_rows(x: Tensor) -> Tensor:
     return x
 
 
-def _binomial_core(p: Tensor, d: Data, derivs: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """NLL ``(k,)`` of binomial counts at probabilities ``p``, and (derivs) the per-point
-    residual ``r = (k - N pm) / (pm (1 - pm))`` and weight ``w = k / pm^2 + (N - k) / (1 - pm)^2``
-    (``pm = eps + (1 - 2 eps) p``), from which the laws assemble their gradients and observed
+def _binomial_core(pm: Tensor, d: Data, derivs: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """NLL ``(k,)`` of binomial counts at the mixed probabilities ``pm = eps + (1 - 2 eps) p``,
+    and (derivs) the per-point residual ``r = (k - N pm) / (pm (1 - pm))`` and weight ``w = k /
+    pm^2 + (N - k) / (1 - pm)^2``, from which the laws assemble their gradients and observed
     information with the per-device factors pulled out of the sums (see :func:`_binomial_terms`).
+    Temporaries are updated in place: fresh ``(k, m)`` allocations cost more than the arithmetic.
     """
-    c = 1.0 - 2.0 * _EPS
     k, N, nk = d["k"], d["N"], d["nk"]
-    pm = _EPS + c * p
-    f = -(k * torch.log(pm) + nk * torch.log1p(-pm)).sum(-1)
+    lp = torch.log(pm).mul_(k)
+    f = lp.add_(torch.neg(pm).log1p_().mul_(nk)).sum(-1).neg_()
     if not derivs:
         return f, None, None
-    q = 1.0 - pm
+    q = torch.neg(pm).add_(1.0)
     v = pm * q
-    r = (k - N * pm) / v
-    w = k / (pm * pm) + nk / (q * q)
+    r = torch.addcmul(k, N, pm, value=-1.0).div_(v)
+    w = torch.div(k, torch.mul(pm, pm, out=v)).add_(torch.mul(q, q, out=q).reciprocal_().mul_(nk))
     return f, r, w
 
 
@@ -719,10 +719,11 @@ def _logistic_eval(theta: Tensor, d: Data, derivs: bool):
     x0 = d["x0_ref"] + theta[:, 0] * d["x_scale"]
     dx = d["dx_ref"] * torch.exp(theta[:, 1])
     a = torch.sigmoid(theta[:, 2])
-    z = dx[:, None] * (d["h"] - x0[:, None])
+    z = (d["h"] - x0[:, None]).mul_(dx[:, None])
     s = torch.sigmoid(z)
-    p = (1.0 - a[:, None]) + a[:, None] * s  # logistic_depinning, with s kept
-    f, r, w = _binomial_core(p, d, derivs)
+    # logistic_depinning with s kept, p = (1 - a) + a s, mixed with eps: pm = eps + c p.
+    pm = torch.mul(s, a[:, None]).add_((1.0 - a)[:, None]).mul_(1.0 - 2.0 * _EPS).add_(_EPS)
+    f, r, w = _binomial_core(pm, d, derivs)
     if not derivs:
         return f, None, None
     # dp_i = F_i b_i with per-device factors F = (-alpha a, a, -a1) and per-point b = (s1, s1 z,
@@ -832,12 +833,14 @@ def _gaussian_eval(theta: Tensor, d: Data, derivs: bool):
     """
     h0 = d["h0_ref"] + theta[:, 0] * d["sigma_ref"]
     sigma = d["sigma_ref"] * torch.exp(theta[:, 1])
-    p = gaussian_depinning(d["h"], h0[:, None], sigma[:, None])
-    f, r, w = _binomial_core(p, d, derivs)
+    # gaussian_depinning, p = (1 + erf((h - h0) / (sqrt(2) sigma))) / 2, mixed with eps: pm = eps + c p.
+    pm = torch.erf((d["h"] - h0[:, None]).div_(SQRT2 * sigma[:, None])).add_(1.0).mul_(0.5)
+    pm.mul_(1.0 - 2.0 * _EPS).add_(_EPS)
+    z = (d["h"] - h0[:, None]).div_(sigma[:, None])
+    f, r, w = _binomial_core(pm, d, derivs)
     if not derivs:
         return f, None, None
     # dp = (-beta, -1) * (phi, phi z): per-device factors out of the sums over points.
-    z = (d["h"] - h0[:, None]) / sigma[:, None]
     phi = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
     beta = d["sigma_ref"] / sigma  # -dz/du
     phiz = phi * z
@@ -910,14 +913,16 @@ def _thermal_eval(theta: Tensor, d: Data, derivs: bool):
     delta = d["delta_ref"] * torch.exp(theta[:, 0])
     slope = d["slope_ref"] * torch.exp(theta[:, 1])
     vc0 = delta / slope
-    eta = d["log_t_tau"] - delta[:, None] * (1.0 - d["v"] / vc0[:, None])
+    eta = torch.addcmul((d["log_t_tau"] - delta[:, None]), slope[:, None], d["v"])  # - delta (1 - V / vc0)
     rate = torch.exp(eta.clamp(max=30.0))
-    p = -torch.expm1(-rate)
-    f, r, w = _binomial_core(p, d, derivs)
+    c = 1.0 - 2.0 * _EPS
+    em = torch.neg(rate).expm1_()  # -P
+    pm = torch.mul(em, -c).add_(_EPS)
+    f, r, w = _binomial_core(pm, d, derivs)
     if not derivs:
         return f, None, None
     # dp = (-delta, slope) * (P', P' V) with P' = dP/deta: per-device factors out of the sums.
-    dp_eta = torch.where(eta < 30.0, rate * (1.0 - p), torch.zeros_like(p))
+    dp_eta = torch.where(eta < 30.0, em.add_(1.0).mul_(rate), 0.0)  # rate (1 - P)
     d2p_eta = dp_eta * (1.0 - rate)
     V = d["v"]
     rd2 = r * d2p_eta

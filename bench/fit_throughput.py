@@ -8,13 +8,16 @@ trials, K = 5 levels. Device parameters spread as in ``docs/physics.md``.
 
 Each (law, size) runs in a fresh subprocess; the peak memory of the fit is the growth of the
 process's peak resident set (``resource.getrusage(...).ru_maxrss``) across the fit call, so the
-simulated counts, made before the call, are not counted. With ``--old`` the autograd-Hessian
+simulated counts, made before the call, are not counted. "cpu s" is the process's CPU time
+across the fit (``time.process_time``): on a shared machine it varies less than the wall time. With ``--old`` the autograd-Hessian
 path that these fits replaced (``analysis/fitting.py`` at commit ``OLD_COMMIT``, read with
-``git show``) is timed at the sizes of ``--old-sizes``. Coverage: the fraction of converged
+``git show``) is timed at the sizes of ``--old-sizes``; ``--old-commit`` names another commit
+to compare with (e.g. the fits before a speed-up: the rows are labelled with it). Coverage: the fraction of converged
 devices whose interval (level 0.95) contains the true value, per parameter.
 
     python bench/fit_throughput.py [--sizes 1e4,1e5,1e6] [--laws logistic,thermal,landing]
-                                   [--old --old-sizes 1e4,2e5] [--device cpu|cuda] [--threads 1]
+                                   [--old --old-sizes 1e4,2e5 [--old-commit 5ce02d8]]
+                                   [--device cpu|cuda] [--threads 1]
 """
 
 from __future__ import annotations
@@ -98,9 +101,9 @@ def fit_function(module, law: str):
             "landing": module.fit_dwmtj_landing}[law]
 
 
-def old_module():
-    """analysis/fitting.py as of OLD_COMMIT, imported as analysis.fitting_autograd."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:analysis/fitting.py"],
+def old_module(commit: str = OLD_COMMIT):
+    """analysis/fitting.py as of ``commit``, imported as analysis.fitting_autograd."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:analysis/fitting.py"],
                          capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "fitting_autograd.py"
     path.write_text(src)
@@ -112,7 +115,7 @@ def old_module():
     return mod
 
 
-def child(law: str, n: int, device: str, threads: int, old: bool) -> dict:
+def child(law: str, n: int, device: str, threads: int, old: bool, old_commit: str = OLD_COMMIT) -> dict:
     """One fit in this (fresh) process; returns the figures as a dict."""
     import torch
 
@@ -120,7 +123,7 @@ def child(law: str, n: int, device: str, threads: int, old: bool) -> dict:
     torch.set_num_threads(threads)
     import analysis.fitting as fitting
 
-    module = old_module() if old else fitting
+    module = old_module(old_commit) if old else fitting
     dev = torch.device(device)
     _, args, kwargs, truth = simulate(law, n, dev)
     fn = fit_function(module, law)
@@ -128,11 +131,12 @@ def child(law: str, n: int, device: str, threads: int, old: bool) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = fn(*args, **kwargs)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ok = r.converged.cpu()
     cover = {}
@@ -140,7 +144,7 @@ def child(law: str, n: int, device: str, threads: int, old: bool) -> dict:
         lo, hi = (x.cpu() for x in r.interval(name))
         inside = (lo <= true) & (true <= hi)
         cover[name] = inside[ok].double().mean().item()
-    out = {"law": law, "n": n, "old": old, "seconds": seconds, "peak_rss_mib": (after - before) / 1024.0,
+    out = {"law": law, "n": n, "old": old, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": (after - before) / 1024.0,
            "converged": ok.double().mean().item(), "coverage": cover, "device": device}
     if dev.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -153,13 +157,14 @@ def main() -> None:
     ap.add_argument("--laws", default="logistic,thermal,landing", help=f"from {','.join(LAWS)}")
     ap.add_argument("--old", action="store_true", help="also time the autograd-Hessian fits of OLD_COMMIT")
     ap.add_argument("--old-sizes", default="1e4,2e5")
+    ap.add_argument("--old-commit", default=OLD_COMMIT, help=f"commit of the fits timed by --old (default {OLD_COMMIT})")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: 2 shared cores)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         law, n, old = a.child.split(":")
-        print(json.dumps(child(law, int(n), a.device, a.threads, old == "1")))
+        print(json.dumps(child(law, int(n), a.device, a.threads, old == "1", a.old_commit)))
         return
     if a.device == "cuda":
         import torch
@@ -176,21 +181,22 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, device {a.device}, {a.threads} thread(s); one fresh process per row")
-    print(f"{'law':9} {'path':8} {'devices':>9} {'seconds':>8} {'us/device':>9} {'peak MiB':>9} {'converged':>9}  coverage (0.95)")
+    print(f"{'law':9} {'path':8} {'devices':>9} {'seconds':>8} {'us/device':>9} {'peak MiB':>9} {'converged':>9} {'cpu s':>7}  coverage (0.95)")
     for law in laws:
         runs = [(n, False) for n in sizes] + [(n, True) for n in old_sizes]
         for n, old in runs:
             cmd = [sys.executable, __file__, "--child", f"{law}:{n}:{int(old)}", "--device", a.device,
-                   "--threads", str(a.threads)]
+                   "--threads", str(a.threads), "--old-commit", a.old_commit]
             res = subprocess.run(cmd, capture_output=True, text=True)
+            label = (("autograd" if a.old_commit == OLD_COMMIT else a.old_commit[:8]) if old else "new")
             if res.returncode:
-                print(f"{law:9} {'autograd' if old else 'new':8} {n:>9} failed: {res.stderr.strip().splitlines()[-1:]}")
+                print(f"{law:9} {label:8} {n:>9} failed: {res.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
             cov = " ".join(f"{k} {v:.3f}" for k, v in r["coverage"].items())
             mem = r.get("cuda_peak_mib", r["peak_rss_mib"])
-            print(f"{law:9} {'autograd' if old else 'new':8} {n:>9} {r['seconds']:8.2f} {1e6 * r['seconds'] / n:9.1f} "
-                  f"{mem:9.0f} {r['converged']:9.4f}  {cov}", flush=True)
+            print(f"{law:9} {label:8} {n:>9} {r['seconds']:8.2f} {1e6 * r['seconds'] / n:9.1f} "
+                  f"{mem:9.0f} {r['converged']:9.4f} {r['cpu_seconds']:7.2f}  {cov}", flush=True)
 
 
 if __name__ == "__main__":
