@@ -2,6 +2,13 @@
 
 The fast path for research and most tests: no instruments, no VISA, the physics of
 ``simulated_bench.physics`` called on whole index arrays. Counts no instrument transactions.
+
+Device. The chip lives on ``chip.device`` (the station's ``[station] device`` setting, resolved
+by ``labctl.config.resolve_device``; ``cpu`` unless set). Indices, amplitudes and widths passed
+in (on any device) are moved there before the physics sees them, and results -- the counts of
+``trial`` / ``trial_levels``, the signal and level of ``read`` -- come back on ``chip.device``:
+a protocol that keeps its tensors on ``chip.device`` makes no host round trip, and one that
+needs numpy calls ``.cpu()`` first. On the CPU nothing is copied.
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ class SimulatedArray(SynapseArray):
         self.signal_unit = devices.signal_unit
 
     @property
+    def device(self) -> torch.device:
+        """Where the chip's tensors live and its results come back (see the module docstring)."""
+        return self.devices.device
+
+    def _here(self, x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.to(self.devices.device)
+
+    @property
     def counters(self) -> Counters:
         c = self.devices.counters
         return Counters(pulses=c.pulses, resets=c.resets, reads=c.reads, trials=c.trials, energy_j=c.energy_j)
@@ -42,16 +57,16 @@ class SimulatedArray(SynapseArray):
         """Nothing is energised in a simulation: the safe state holds by construction."""
 
     def _reset(self, idx: Tensor | None) -> None:
-        self.devices.reset(idx)
+        self.devices.reset(self._here(idx))
 
     def _pulse(self, idx: Tensor | None, amplitude: Tensor, width: Tensor) -> None:
-        self.devices.pulse(idx, amplitude, width)
+        self.devices.pulse(self._here(idx), self._here(amplitude), self._here(width))
 
     def _read(self, idx: Tensor | None, repeats: int) -> ReadResult:
-        return ReadResult(*self.devices.read(idx, repeats))
+        return ReadResult(*self.devices.read(self._here(idx), repeats))
 
     def _trial_levels(self, idx: Tensor | None, amplitude: Tensor, width: Tensor, repeats: int) -> Tensor:
-        return self.devices.trial(idx, amplitude, width, repeats)
+        return self.devices.trial(self._here(idx), self._here(amplitude), self._here(width), repeats)
 
     def _trial(self, idx: Tensor | None, amplitude: Tensor, width: Tensor, repeats: int) -> Tensor:
-        return self.devices.trial_switched(idx, amplitude, width, repeats)
+        return self.devices.trial_switched(self._here(idx), self._here(amplitude), self._here(width), repeats)

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 from . import families
 from .chip import Envelope, SynapseArray
-from .config import ConfigError, StationConfig
+from .config import ConfigError, StationConfig, resolve_device
 from .simulated_array import SimulatedArray
 
 
@@ -66,12 +66,14 @@ def open_chip(station: StationConfig, seed: int | None = None) -> SynapseArray:
     """Build the station's SynapseArray. ``seed`` overrides the chip's physics seed.
 
     ``backend = "instruments"`` gives an InstrumentArray (starting the station's simulated bench
-    first when ``[bench] start = true``; there ``seed`` seeds the simulated chip).
+    first when ``[bench] start = true``; there ``seed`` seeds the simulated chip). A simulated
+    chip is put on the station's ``[station] device`` (``resolve_device``: cpu, cuda, auto).
     """
     chip = station.chip
     physics_seed = chip.seed if seed is None else seed
     if station.station.backend == "simulated":
         devices = families.get(chip.family).build_simulator(chip.n, physics_seed, chip.physics)
+        devices.to(resolve_device(station.station.device, f"station {station.station.name}"))
         return SimulatedArray(devices, envelope_of(station))
     if station.station.backend == "instruments":
         from .instrument_station import open_instruments

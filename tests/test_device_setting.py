@@ -54,3 +54,92 @@ def test_fits_take_tensors_on_a_given_device():
     k = torch.round(200 * p).expand(3, -1).contiguous()
     r = fit_logistic(h, k, 200)
     assert r.estimate.device == dev and r.converged.device == dev
+
+
+# --------------------------------------------------------------------------------------------
+# The simulated physics on the station's device
+# --------------------------------------------------------------------------------------------
+
+_SIM_STATIONS = ("sim-dw", "sim-dwmtj", "sim-stt")
+
+
+def _with_device(name: str, device: str):
+    import dataclasses
+
+    st = load_station(name)
+    try:
+        return dataclasses.replace(st, station=dataclasses.replace(st.station, device=device))
+    except TypeError:  # a pydantic model, not a dataclass
+        return st.model_copy(update={"station": st.station.model_copy(update={"device": device})})
+
+
+def _exercise(chip) -> dict:
+    """Reset, pulse, read and trials on a few synapses; every result on chip.device."""
+    import numpy as np
+
+    env = chip.envelope
+    amp = 0.5 * (max(env.amplitude_min, 0.0) + env.amplitude_max)
+    width = min(max(env.width_min, 1e-8), env.width_max)
+    idx = torch.arange(0, min(chip.n, 16))
+    chip.reset(idx)
+    chip.pulse(idx, amp, width)
+    r = chip.read(idx, repeats=3)
+    t = chip.trial(idx, amp, width, repeats=20)
+    tl = chip.trial_levels(idx, amp, width, repeats=20)
+    t_all = chip.trial(None, amp, width, repeats=1)
+    for x in (r.signal, r.level, t, tl, t_all):
+        assert x.device == chip.device
+    out = {"signal": r.signal, "level": r.level, "t": t, "tl": tl, "t_all": t_all}
+    return {k: np.asarray(v.cpu().numpy()) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", _SIM_STATIONS)
+def test_chip_opened_on_cpu_works_end_to_end_and_matches_the_default(name):
+    import numpy as np
+
+    from labctl.station import open_chip
+
+    try:
+        default = open_chip(load_station(name))
+    except Exception as exc:  # noqa: BLE001 - a station this checkout lacks
+        pytest.skip(f"station {name}: {exc}")
+    assert default.device == torch.device("cpu")
+    chip = open_chip(_with_device(name, "cpu"))
+    assert chip.device == torch.device("cpu")
+    auto = open_chip(_with_device(name, "auto"))
+    if not torch.cuda.is_available():
+        assert auto.device == torch.device("cpu")
+    a, b = _exercise(default), _exercise(chip)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    state = chip.state_dict()
+    assert state["state"].device.type == "cpu"
+    chip.load_state_dict(state)
+
+
+def test_device_array_to_cpu_is_a_no_op():
+    from simulated_bench.physics import DWNanowireArray
+
+    d = DWNanowireArray(8, seed=3)
+    x0 = d.x0
+    assert d.to("cpu") is d and d.x0 is x0 and d.device == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", _SIM_STATIONS)
+def test_chip_on_cuda_keeps_everything_there(name):
+    from labctl.station import open_chip
+
+    chip = open_chip(_with_device(name, "cuda"))
+    assert chip.device.type == "cuda"
+    for value in vars(chip.devices).values():
+        if isinstance(value, torch.Tensor):
+            assert value.device.type == "cuda"
+    assert chip.devices.streams.write.device.type == "cuda"
+    cpu = open_chip(_with_device(name, "cpu"))
+    for key in ("x0", "i_c", "delta_p2ap"):  # construction on the CPU: the same devices
+        if hasattr(cpu.devices, key):
+            assert torch.equal(getattr(cpu.devices, key), getattr(chip.devices, key).cpu())
+    res = _exercise(chip)
+    assert all(v.shape[0] > 0 for v in res.values())
+    chip.load_state_dict(chip.state_dict())

@@ -11,6 +11,15 @@ device, never a Python object per device. Subclasses supply the physics through 
 
 Level 0 is the reference state that ``reset`` puts a device in (DW before the notch, MTJ in P,
 DW-MTJ wall at the first site).
+
+Device (CPU or CUDA). A device array is built on the CPU and moved with :meth:`DeviceArray.to`
+(the station does it with ``resolve_device(station.station.device)``). The construction stream
+stays on the CPU, so one seed builds the same devices whatever the device; the write and read
+streams are re-created on the target device from the same seeds, so on CUDA the random
+outcomes follow CUDA's generator (reproducible per seed on that device, not equal to the
+CPU's). Every tensor an operation creates (states, uniforms, counts, level indices) is made on
+``self.device``; amplitudes, widths and indices passed in are moved there; results stay there.
+On the CPU nothing is copied and the outcomes are those of a chip that was never moved.
 """
 
 from __future__ import annotations
@@ -51,9 +60,21 @@ class RandomStreams:
 
     def __init__(self, seed: int):
         construction, write, read = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
+        self._seeds = (int(write) >> 1, int(read) >> 1)
         self.construction = torch.Generator().manual_seed(int(construction) >> 1)
-        self.write = torch.Generator().manual_seed(int(write) >> 1)
-        self.read = torch.Generator().manual_seed(int(read) >> 1)
+        self.write = torch.Generator().manual_seed(self._seeds[0])
+        self.read = torch.Generator().manual_seed(self._seeds[1])
+
+    def to(self, device: torch.device) -> None:
+        """Write and read streams on ``device``, re-seeded from this seed (construction stays on the CPU).
+
+        Called before the chip is first used; a stream already on ``device`` is kept as it is.
+        """
+        device = torch.device(device)
+        if self.write.device != device:
+            self.write = torch.Generator(device=device).manual_seed(self._seeds[0])
+        if self.read.device != device:
+            self.read = torch.Generator(device=device).manual_seed(self._seeds[1])
 
 
 def spread(nominal: float, relative: float, n: int, gen: torch.Generator, *, lognormal: bool = False):
@@ -75,7 +96,7 @@ def any_set(mask: Tensor) -> bool:
 
 def sample_levels(probs: Tensor, gen: torch.Generator) -> Tensor:
     """One categorical draw per row of ``probs`` (rows sum to 1), using one uniform per row."""
-    u = torch.rand(probs.shape[:-1], generator=gen, dtype=probs.dtype).unsqueeze(-1)
+    u = torch.rand(probs.shape[:-1], generator=gen, dtype=probs.dtype, device=probs.device).unsqueeze(-1)
     cdf = probs.cumsum(-1)
     return (u > cdf[..., :-1]).sum(-1)
 
@@ -87,9 +108,9 @@ def multinomial_counts(repeats: int, probs: Tensor, gen: torch.Generator) -> Ten
     ``repeats`` separate draws when ``repeats`` is large.
     """
     n_rows, levels = probs.shape
-    counts = torch.zeros(n_rows, levels, dtype=torch.int64)
-    remaining = torch.full((n_rows,), float(repeats), dtype=probs.dtype)
-    left = torch.ones(n_rows, dtype=probs.dtype)
+    counts = torch.zeros(n_rows, levels, dtype=torch.int64, device=probs.device)
+    remaining = torch.full((n_rows,), float(repeats), dtype=probs.dtype, device=probs.device)
+    left = torch.ones(n_rows, dtype=probs.dtype, device=probs.device)
     for k in range(levels - 1):
         p = (probs[:, k] / left.clamp(min=1e-12)).clamp(0.0, 1.0)
         c = torch.binomial(remaining, p, generator=gen)
@@ -135,6 +156,31 @@ class DeviceArray(ABC):
         self.read_energy_j = read_energy_j
         self.reset_energy_j = reset_energy_j
         self.counters = PhysicsCounters()
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> DeviceArray:
+        """Move the chip to ``device`` ("cpu", "cuda", "cuda:1"; see the module docstring); returns self.
+
+        Every tensor attribute (parameters, levels, stuck flags, caches) is moved and the write
+        and read streams are re-created there. A no-op on the device the chip is on.
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device == self.device:
+            return self
+        for name, value in list(vars(self).items()):
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, tuple) and value and all(isinstance(v, Tensor) for v in value):
+                setattr(self, name, tuple(v.to(device) for v in value))
+        self.streams.to(device)
+        self.device = device
+        return self
+
+    def _on_device(self, x):
+        """``x`` (a tensor, or anything ``torch.as_tensor`` takes) on this chip's device, float32."""
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -143,8 +189,8 @@ class DeviceArray(ABC):
         The device parameters are not included: they are rebuilt from the seed.
         """
         return {
-            "state": self.state.to(torch.int8),  # levels < 128: an eighth of the checkpoint size
-            "stuck": self.stuck.clone(),
+            "state": self.state.to(torch.int8).cpu(),  # levels < 128: an eighth of the checkpoint size
+            "stuck": self.stuck.clone().cpu(),
             "counters": self.counters.as_dict(),
             "write_rng": self.streams.write.get_state(),
             "read_rng": self.streams.read.get_state(),
@@ -153,8 +199,8 @@ class DeviceArray(ABC):
     def load_state_dict(self, state: dict) -> None:
         if state["state"].shape != self.state.shape:
             raise ValueError(f"checkpoint holds {state['state'].shape[0]} devices, this chip has {self.n}")
-        self.state = state["state"].to(torch.int64)
-        self.stuck = state["stuck"].clone()
+        self.state = state["state"].to(torch.int64).to(self.device)
+        self.stuck = state["stuck"].clone().to(self.device)
         self.counters = PhysicsCounters(**state["counters"])
         self.streams.write.set_state(state["write_rng"])
         self.streams.read.set_state(state["read_rng"])
@@ -178,11 +224,11 @@ class DeviceArray(ABC):
 
     def reference_pulse_energy(self, idx: Index, amplitude: Tensor, width: Tensor, m: int) -> float:
         """Total energy (joules) of one pulse on each of ``m`` devices in the reference state."""
-        return float(self.pulse_energy(idx, torch.zeros(m, dtype=torch.int64), amplitude, width).sum())
+        return float(self.pulse_energy(idx, torch.zeros(m, dtype=torch.int64, device=self.device), amplitude, width).sum())
 
     def reference_transition(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
         """Level probabilities after one pulse from the reference state; families may speed it up."""
-        start = torch.zeros(self._count(idx), dtype=torch.int64)
+        start = torch.zeros(self._count(idx), dtype=torch.int64, device=self.device)
         return self.transition(idx, start, amplitude, width)
 
     def reference_cdf(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
@@ -200,7 +246,7 @@ class DeviceArray(ABC):
     def reset(self, idx: Index) -> None:
         """Put devices into the reference state (stuck devices stay where they are)."""
         count = self._count(idx)
-        self._set_state(idx, torch.zeros(count, dtype=torch.int64))
+        self._set_state(idx, torch.zeros(count, dtype=torch.int64, device=self.device))
         self.counters.resets += count
         self.counters.energy_j += count * self.reset_energy_j
 
@@ -218,7 +264,7 @@ class DeviceArray(ABC):
         state = self._sel(self.state, idx)
         true_signal = levels.gather(1, state.unsqueeze(1))
         noise = self.read_noise(idx).unsqueeze(1)
-        z = torch.randn(len(state), repeats, generator=self.streams.read)
+        z = torch.randn(len(state), repeats, generator=self.streams.read, device=self.device)
         signal = true_signal + noise * z
         decoded = (signal.unsqueeze(-1) - levels.unsqueeze(1)).abs().argmin(-1)
         self.counters.reads += len(state) * repeats
@@ -291,7 +337,7 @@ class DeviceArray(ABC):
         cdf = self.reference_cdf(idx, amplitude, width)
         stuck = self._sel(self.stuck, idx)
         if any_set(stuck):
-            levels = torch.arange(self.levels - 1)
+            levels = torch.arange(self.levels - 1, device=self.device)
             pinned = (levels >= self._sel(self.state, idx).unsqueeze(-1)).to(cdf.dtype)
             cdf = torch.where(stuck.unsqueeze(-1), pinned, cdf)
         confusion = self.confusion(idx)
@@ -302,12 +348,12 @@ class DeviceArray(ABC):
             read_zero = (cdf * (column[:, :-1] - column[:, 1:])).sum(-1) + column[:, -1]
         gen = self.streams.write
         if repeats == 1:
-            u = torch.rand(read_zero.shape, generator=gen, dtype=read_zero.dtype)
+            u = torch.rand(read_zero.shape, generator=gen, dtype=read_zero.dtype, device=read_zero.device)
             switched = (u >= read_zero).long()
             final = (u.unsqueeze(-1) > cdf).sum(-1)
         else:
             switched = torch.binomial(torch.full_like(read_zero, float(repeats)), 1.0 - read_zero, generator=gen).long()
-            u = torch.rand(read_zero.shape, generator=gen, dtype=read_zero.dtype)
+            u = torch.rand(read_zero.shape, generator=gen, dtype=read_zero.dtype, device=read_zero.device)
             final = (u.unsqueeze(-1) > cdf).sum(-1)
         self._set_state(idx, final)
         self._count_trials(idx, amplitude, width, len(switched), repeats)
@@ -371,12 +417,12 @@ class BinaryDeviceArray(DeviceArray):
         read_one = torch.addcmul(e, p, one_minus_2e)  # p (1-e) + (1-p) e
         gen = self.streams.write
         if repeats == 1:
-            u = torch.rand(p.shape, generator=gen, dtype=p.dtype)
+            u = torch.rand(p.shape, generator=gen, dtype=p.dtype, device=p.device)
             switched = (u < read_one).long()
             final = u < p  # coupled monotonically with the read-out (see the base class)
         else:
             switched = torch.binomial(torch.full_like(p, float(repeats)), read_one, generator=gen).long()
-            final = torch.rand(p.shape, generator=gen, dtype=p.dtype) < p
+            final = torch.rand(p.shape, generator=gen, dtype=p.dtype, device=p.device) < p
         self._set_state(idx, final.long())
         self._count_trials(idx, amplitude, width, len(switched), repeats)
         return switched

@@ -69,8 +69,8 @@ class DWMTJArray(DeviceArray):
         self.read_energy_j = float(read_bias**2 * conductance.mean() * read_time)
 
     def transition(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(len(start))
-        width = torch.as_tensor(width, dtype=torch.float32).expand(len(start))
+        amplitude = self._on_device(amplitude).expand(len(start))
+        width = self._on_device(width).expand(len(start))
         return dwmtj_landing(
             start.float(), amplitude, width,
             self._sel(self.i_c, idx), self._sel(self.mobility, idx), self._sel(self.sigma, idx), self.levels,
@@ -78,10 +78,10 @@ class DWMTJArray(DeviceArray):
 
     def reference_cdf(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
         m = self._count(idx)
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(m)
-        width = torch.as_tensor(width, dtype=torch.float32).expand(m)
+        amplitude = self._on_device(amplitude).expand(m)
+        width = self._on_device(width).expand(m)
         return dwmtj_landing_cdf(
-            torch.zeros(m), amplitude, width,
+            torch.zeros(m, device=self.device), amplitude, width,
             self._sel(self.i_c, idx), self._sel(self.mobility, idx), self._sel(self.sigma, idx), self.levels,
         )
 
@@ -93,14 +93,14 @@ class DWMTJArray(DeviceArray):
 
     def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
         resistance = self.signal_levels(idx).gather(1, start.unsqueeze(1)).squeeze(1)
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
-        return current_pulse_energy(amplitude, resistance, torch.as_tensor(width, dtype=torch.float32))
+        amplitude = self._on_device(amplitude)
+        return current_pulse_energy(amplitude, resistance, self._on_device(width))
 
     def programming_current(self, idx: Index, target: Tensor, width: float, start: Tensor | float = 0) -> Tensor:
         """Current (amperes) that aims the wall from ``start`` at site ``target`` with a pulse of ``width`` s.
 
         Uses this device's true I_c and mobility: what a perfect calibration would give.
         """
-        distance = torch.as_tensor(target, dtype=torch.float32) - torch.as_tensor(start, dtype=torch.float32)
+        distance = self._on_device(target) - self._on_device(start)
         magnitude = self._sel(self.i_c, idx) + distance.abs() / (self._sel(self.mobility, idx) * width)
         return torch.sign(distance) * magnitude

@@ -77,6 +77,8 @@ class DWNanowireArray(BinaryDeviceArray):
     def switch_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
         """Depinning probability per wire. The logistic law is evaluated in place on one buffer
         (the simulator's hot path; a test checks it equals ``logistic_depinning``)."""
+        if isinstance(amplitude, Tensor):
+            amplitude = amplitude.to(self.device)  # dtype kept
         if self.law == "logistic":
             p = torch.sub(amplitude, self._sel(self.x0, idx))
             return p.mul_(self._sel(self.dx, idx)).sigmoid_().mul_(self._sel(self.a, idx)).add_(self._sel(self.floor, idx))
@@ -95,11 +97,11 @@ class DWNanowireArray(BinaryDeviceArray):
 
     def reference_pulse_energy(self, idx: Index, amplitude: Tensor, width: Tensor, m: int) -> float:
         """k * sum(B^2 * t), as one dot product: the field energy does not depend on the state."""
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(m)
-        width = torch.as_tensor(width, dtype=torch.float32).expand(m)
+        amplitude = self._on_device(amplitude).expand(m)
+        width = self._on_device(width).expand(m)
         return self.field_energy_coefficient * float(torch.dot(amplitude * amplitude, width)) if m else 0.0
 
     def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
-        width = torch.as_tensor(width, dtype=torch.float32)
+        amplitude = self._on_device(amplitude)
+        width = self._on_device(width)
         return field_pulse_energy(amplitude, width, self.field_energy_coefficient).expand(len(start))

@@ -82,8 +82,8 @@ class STTMTJArray(BinaryDeviceArray):
         raises the barrier: the law then gives ``(t/tau0) exp(-Delta (1 + |V|/Vc0))``, below
         1e-30 for the default parameters, with no special case needed.
         """
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
-        width = torch.as_tensor(width, dtype=torch.float32)
+        amplitude = self._on_device(amplitude)
+        width = self._on_device(width)
         # log(t / tau0) - Delta + (Delta / Vc0) * V, the log of the number of attempts that succeed
         log_rate_t = torch.addcmul(torch.log(width / self.tau0) - self._sel(self.delta_p2ap, idx),
                                    self._sel(self.slope_p2ap, idx), amplitude)
@@ -91,8 +91,8 @@ class STTMTJArray(BinaryDeviceArray):
 
     def reverse_probability(self, idx: Index, amplitude: Tensor, width: Tensor) -> Tensor:
         """AP -> P probability of a pulse (zero for non-negative voltages)."""
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
-        width = torch.as_tensor(width, dtype=torch.float32)
+        amplitude = self._on_device(amplitude)
+        width = self._on_device(width)
         p = thermal_switching((-amplitude).clamp(min=0.0), width, self._sel(self.delta_ap2p, idx), self._sel(self.vc0_ap2p, idx), self.tau0)
         return torch.where(amplitude < 0, p, torch.zeros_like(p))
 
@@ -110,11 +110,11 @@ class STTMTJArray(BinaryDeviceArray):
 
     def reference_pulse_energy(self, idx: Index, amplitude: Tensor, width: Tensor, m: int) -> float:
         """sum(V^2 / R_P * t) over devices in P, as one dot product with the cached conductances."""
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32).expand(m)
-        width = torch.as_tensor(width, dtype=torch.float32).expand(m)
+        amplitude = self._on_device(amplitude).expand(m)
+        width = self._on_device(width).expand(m)
         return float(torch.dot(amplitude * amplitude * width, self._sel(self.g_p, idx))) if m else 0.0
 
     def pulse_energy(self, idx: Index, start: Tensor, amplitude: Tensor, width: Tensor) -> Tensor:
         resistance = self.signal_levels(idx).gather(1, start.unsqueeze(1)).squeeze(1)
-        amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
-        return electrical_pulse_energy(amplitude, resistance, torch.as_tensor(width, dtype=torch.float32))
+        amplitude = self._on_device(amplitude)
+        return electrical_pulse_energy(amplitude, resistance, self._on_device(width))
