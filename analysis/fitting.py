@@ -350,11 +350,12 @@ def _binomial_core(pm: Tensor, d: Data, derivs: bool) -> tuple[Tensor, Tensor | 
     Temporaries are updated in place: fresh ``(k, m)`` allocations cost more than the arithmetic.
     """
     k, N, nk = d["k"], d["N"], d["nk"]
-    lp = torch.log(pm).mul_(k)
-    f = lp.add_(torch.neg(pm).log1p_().mul_(nk)).sum(-1).neg_()
+    # log(1 - pm) as log of the rounded 1 - pm: off by at most one ulp of 1 (1.1e-16) in
+    # absolute terms where pm is tiny, which no NLL comparison resolves, and ~3x cheaper than log1p.
+    q = torch.neg(pm).add_(1.0)
+    f = torch.log(pm).mul_(k).add_(torch.log(q).mul_(nk)).sum(-1).neg_()
     if not derivs:
         return f, None, None
-    q = torch.neg(pm).add_(1.0)
     v = pm * q
     r = torch.addcmul(k, N, pm, value=-1.0).div_(v)
     w = torch.div(k, torch.mul(pm, pm, out=v)).add_(torch.mul(q, q, out=q).reciprocal_().mul_(nk))
@@ -447,6 +448,52 @@ def _sanitise(f: Tensor, g: Tensor, F: Tensor) -> tuple[Tensor, Tensor, Tensor, 
     return finite, g, F
 
 
+_SMALL_BATCH = 256  # below this many systems the batched LAPACK call is the cheaper
+
+
+def _pd_solve(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve ``A x = b`` for a batch of symmetric ``(P, P)`` systems by Cholesky.
+
+    Returns (x, pd): pd is False where ``A`` is not (numerically) positive definite, and there x
+    is ``b`` (the solve with an identity factor). For P <= 3 and large batches the factor and
+    the two triangular solves are written out over ``(k,)`` columns: a few dozen vector
+    operations instead of one LAPACK call per system.
+    """
+    k, P = b.shape
+    if P > 3 or k < _SMALL_BATCH:
+        eye = torch.eye(P, dtype=A.dtype, device=A.device)
+        chol, info = torch.linalg.cholesky_ex(A)
+        pd = info == 0
+        chol = torch.where(pd[:, None, None], chol, eye.expand_as(chol))
+        return torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1), pd
+    a = A
+    l00 = a[:, 0, 0].sqrt()
+    pd = a[:, 0, 0] > 0
+    if P == 1:
+        x0 = b[:, 0] / l00 / l00
+        return torch.where(pd[:, None], x0[:, None], b), pd
+    l10 = a[:, 1, 0] / l00
+    d1 = a[:, 1, 1] - l10 * l10
+    pd = pd & (d1 > 0)
+    l11 = d1.sqrt()
+    y0 = b[:, 0] / l00
+    y1 = (b[:, 1] - l10 * y0) / l11
+    if P == 2:
+        x1 = y1 / l11
+        x0 = (y0 - l10 * x1) / l00
+        return torch.where(pd[:, None], torch.stack([x0, x1], dim=1), b), pd
+    l20 = a[:, 2, 0] / l00
+    l21 = (a[:, 2, 1] - l20 * l10) / l11
+    d2 = a[:, 2, 2] - l20 * l20 - l21 * l21
+    pd = pd & (d2 > 0)
+    l22 = d2.sqrt()
+    y2 = (b[:, 2] - l20 * y0 - l21 * y1) / l22
+    x2 = y2 / l22
+    x1 = (y1 - l21 * x2) / l11
+    x0 = (y0 - l10 * x1 - l20 * x2) / l00
+    return torch.where(pd[:, None], torch.stack([x0, x1, x2], dim=1), b), pd
+
+
 def _newton(
     ev: EvalFn,
     theta0: Tensor,
@@ -476,7 +523,6 @@ def _newton(
     active = torch.ones(n, dtype=torch.bool, device=dev)
     n_iter = torch.zeros(n, dtype=torch.int64, device=dev)
     n_slow = torch.zeros(n, dtype=torch.int64, device=dev)
-    eye = torch.eye(P, dtype=DTYPE, device=dev)
 
     for _ in range(max_iter):
         idx = active.nonzero().squeeze(1)
@@ -493,10 +539,9 @@ def _newton(
             Fi = Fi * free[:, :, None] * free[:, None, :] + torch.diag_embed(fz.to(DTYPE))
 
         # Converged? Decrement with the undamped information, which must be positive definite.
-        chol, info = torch.linalg.cholesky_ex(Fi)
-        pd = (info == 0) & finite
-        chol = torch.where(pd[:, None, None], chol, eye.expand_as(chol))
-        full_step = torch.cholesky_solve(-gi.unsqueeze(-1), chol).squeeze(-1)
+        full_step, pd = _pd_solve(Fi, -gi)
+        pd = pd & finite
+        full_step = torch.where(pd[:, None], full_step, -gi)
         dec = -(gi * full_step).sum(-1)
         done = pd & (dec < _DEC_TOL) & (dec > -_DEC_TOL)
         stationary[idx[done]] = True
@@ -520,10 +565,7 @@ def _newton(
             every = pending.numel() == gl.numel()
             Fp, gp, thp = (Fi, gi, th) if every else (Fi[pending], gi[pending], th[pending])
             A = Fp + lam_i[pending, None, None] * torch.diag_embed(scale[pending])
-            chol, info = torch.linalg.cholesky_ex(A)
-            ok = info == 0
-            chol = torch.where(ok[:, None, None], chol, eye.expand_as(chol))
-            step = torch.cholesky_solve(-gp.unsqueeze(-1), chol).squeeze(-1)
+            step, ok = _pd_solve(A, -gp)
             trial = torch.minimum(torch.maximum(thp + step, lower), upper)
             f_new, _, _ = ev(trial, d if every else _subset(d, pending), False)
             good = ok & torch.isfinite(f_new) & (f_new <= fi[pending]) & torch.isfinite(step).all(1)
