@@ -120,22 +120,11 @@ SWEEP = """
 [sweep]
 name = "screenshot-meanvar"
 description = "Reduced train-meanvar: accuracy and energy per inference against N (3 seeds)"
-protocol = "train-meanvar"
-station = "sim-dw"
+protocol = "train-meanvar-small"
 checkpoint_every_s = 30
 
 [fixed]
-settings.pool = 2
-settings.classes = 4
-settings.train_limit = 500
-settings.lr = 0.5
-settings.batch_size = 32
-settings.max_epochs = 6
-settings.patience = 6
-settings.calibration_points = 7
-settings.calibration_repeats = 20
 settings.test_passes = 4
-settings.float_baseline = false
 
 [axes]
 settings.measurements = [1, 2, 4, 8, 16]

@@ -22,22 +22,13 @@ from labctl.sweep_dask import run_sweep  # noqa: E402
 SWEEP = """
 [sweep]
 name = "gui-test"
-protocol = "train-meanvar"
-station = "sim-dw"
+protocol = "train-meanvar-small"
 checkpoint_every_s = 10
 
 [fixed]
-settings.pool = 2
-settings.classes = 4
 settings.train_limit = 300
-settings.lr = 0.5
-settings.batch_size = 32
 settings.max_epochs = 3
 settings.patience = 3
-settings.calibration_points = 7
-settings.calibration_repeats = 20
-settings.test_passes = 2
-settings.float_baseline = false
 
 [axes]
 settings.measurements = [1, 4]
@@ -71,7 +62,7 @@ def info_table(out: Path, capsys) -> pd.DataFrame:
     """What `labctl sweep info` prints, and the CSV it writes with the same rows."""
     assert main(["sweep", "info", str(out)]) == 0
     said = capsys.readouterr().out
-    assert "gui-test (train-meanvar on sim-dw): 4 points" in said
+    assert "gui-test (train-meanvar-small on sim-dw): 4 points" in said
     return pd.read_csv(out / "sweep.csv")
 
 

@@ -30,22 +30,8 @@ pytestmark = pytest.mark.slow
 SWEEP = """
 [sweep]
 name = "dask-test"
-protocol = "train-meanvar"
-station = "sim-dw"
+protocol = "train-meanvar-small"
 checkpoint_every_s = 0
-
-[fixed]
-settings.pool = 2
-settings.classes = 4
-settings.train_limit = 500
-settings.lr = 0.5
-settings.batch_size = 32
-settings.max_epochs = 6
-settings.patience = 6
-settings.calibration_points = 7
-settings.calibration_repeats = 20
-settings.test_passes = 2
-settings.float_baseline = false
 
 [axes]
 settings.measurements = [1, 4]
