@@ -60,17 +60,19 @@ def main(argv=None) -> int:
     ap.add_argument("--select", choices=("accuracy", "loss"), default="accuracy",
                     help="model-selection criterion (train-meanvar's select; default: mean validation accuracy "
                          "over 16 passes)")
+    ap.add_argument("--val-passes", type=int, default=16, help="validation passes averaged for model selection "
+                    "(1: the criterion before the low-noise change)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     seeds = range(args.seeds)
     t0 = time.perf_counter()
     rows = []
     for n in NS:
-        ins = [run_one("chip", n, sd, select=args.select) for sd in seeds]
-        exs = [] if args.no_exsitu else [run_one("model", n, sd, select=args.select) for sd in seeds]
+        ins = [run_one("chip", n, sd, select=args.select, val_passes=args.val_passes) for sd in seeds]
+        exs = [] if args.no_exsitu else [run_one("model", n, sd, select=args.select, val_passes=args.val_passes) for sd in seeds]
         rows.append((f"N = {n}", ins, exs))
         print(f"  done N = {n} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    cont = [run_one("continuous", 1, sd, select=args.select) for sd in seeds]
+    cont = [run_one("continuous", 1, sd, select=args.select, val_passes=args.val_passes) for sd in seeds]
     data = prepare_data(MeanVarSettings(), binary=True)
     s = MeanVarSettings()
     flo = [train_float(data, [data.features, data.classes], seed=sd, lr=s.lr, batch_size=s.batch_size,
