@@ -12,9 +12,18 @@ import torch
 from labctl import runs
 from labctl.config import embedded_names, load_protocol_file
 from labctl.engine import RunContext
+from test_fashion_shapes import tiny_idx
 
 PROTOCOLS = [name for name in embedded_names("protocols")
              if load_protocol_file(name)[0].protocol.station.startswith("sim-")]
+
+
+@pytest.fixture(autouse=True)
+def tiny_fashion_mnist(tmp_path, monkeypatch):
+    """The Fashion-MNIST protocols read a small IDX set written here, not the system's data set
+    (which CI does not have, and which would make each case take tens of seconds)."""
+    tiny_idx(tmp_path / "data" / "fashion-mnist")
+    monkeypatch.setenv("LABCTL_DATA", str(tmp_path / "data"))
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)
