@@ -62,30 +62,3 @@ def serve(station: str, out: TextIO = sys.stdout, seed: int | None = None) -> in
         print(f"labctl bench serve: {exc}", file=sys.stderr)
         return 2
     return run_until_signal(running, out)
-
-
-def status(station: str, out: TextIO | None = None) -> int:
-    """``labctl bench status --station NAME``: query every instrument and print one line per role.
-
-    Exit code 0 when every instrument answers (or the station has none: simulated backend), 1 when
-    any does not (or a self-served bench cannot be started). A bad station (file, name, content)
-    raises ConfigError, which the CLI turns into exit code 2.
-    """
-    from instruments import InstrumentError
-
-    from .instrument_status import format_table, query_station
-
-    out = out or sys.stdout
-    config = load_station(station)
-    try:
-        result = query_station(config)
-    except InstrumentError as exc:
-        print(f"labctl bench status: {exc}", file=sys.stderr)
-        return 1
-    for line in format_table(result):
-        print(line, file=out)
-    if not result.all_answer:
-        silent = ", ".join(r.role for r in result.rows if not r.answers)
-        print(f"labctl bench status: not answering: {silent}", file=sys.stderr)
-        return 1
-    return 0

@@ -185,7 +185,7 @@ def cmd_bench_serve(args) -> int:
 
 def cmd_bench_status(args) -> int:
     """Query every instrument of the station: identity, outputs, error queue; 1 if any does not answer."""
-    from .bench import status
+    from .instrument_status import status
 
     return status(args.station)
 

@@ -12,16 +12,17 @@ Qt-free.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, TextIO
 
 from instruments import InstrumentError
 from instruments.errors import describe
 from instruments.registry import open_role
 from instruments.roles import Role
 
-from .config import StationConfig
+from .config import StationConfig, load_station
 from .instrument_station import role_settings
 
 #: Roles in the order a rig makes them safe: sources first (labctl.rigs: KerrRig/TMRRig.order reversed).
@@ -194,3 +195,26 @@ def format_table(status: StationStatus) -> list[str]:
         lines.append(f"{r.role:<13} {r.model:<15} {r.state:<14} {(r.output or '-'):<40} {errors:<20} "
                      f"{r.identity if r.answers and not r.problem else r.problem}")
     return lines
+
+
+def status(station: str, out: TextIO | None = None) -> int:
+    """``labctl bench status --station NAME``: query every instrument and print one line per role.
+
+    Exit code 0 when every instrument answers (or the station has none: simulated backend), 1 when
+    any does not (or a self-served bench cannot be started). A bad station (file, name, content)
+    raises ConfigError, which the CLI turns into exit code 2.
+    """
+    out = out or sys.stdout
+    config = load_station(station)
+    try:
+        result = query_station(config)
+    except InstrumentError as exc:
+        print(f"labctl bench status: {exc}", file=sys.stderr)
+        return 1
+    for line in format_table(result):
+        print(line, file=out)
+    if not result.all_answer:
+        silent = ", ".join(r.role for r in result.rows if not r.answers)
+        print(f"labctl bench status: not answering: {silent}", file=sys.stderr)
+        return 1
+    return 0

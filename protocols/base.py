@@ -19,27 +19,19 @@ from typing import Any, ClassVar, Iterator, Literal, NamedTuple
 import numpy as np
 import torch
 
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from labctl.chip import Envelope, SynapseArray
+from labctl.config import Strict
 from labctl.engine import Progress, RunContext
 from labctl.store import DatasetSpec
 
 from .cursor import EpochCursor  # noqa: F401  (re-exported: what a protocol declares as Kind.CURSOR)
 
 
-class Settings(BaseModel):
-    """Base of protocol settings tables: unknown keys are errors, values are taken as written (no bool
-    as a number, no 2.0 as an integer: pydantic strict mode), floats are finite, text holds no NUL."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("text without NUL characters")
-        return value
+class Settings(Strict):
+    """Base of protocol settings tables: the same rules as station and protocol files
+    (:class:`labctl.config.Strict`: unknown keys are errors, values taken as written, floats
+    finite, no NUL in text)."""
 
 
 PulseQuantity = Literal["amplitude", "magnitude", "width", "read_bias"]

@@ -22,14 +22,7 @@ PACKAGES = ("labctl", "instruments", "protocols", "analysis", "simulated_bench")
 QT = ("PyQt5", "pyqtgraph")
 
 #: (importing module, imported module) -> why the import sits inside a function.
-LOCAL_CYCLE_BREAKERS: dict[tuple[str, str], str] = {
-    ("labctl.bench", "labctl.instrument_status"):
-        "`labctl bench status` queries instruments; instrument_status -> instrument_station imports "
-        "labctl.bench (start_bench) at module level",
-    ("simulated_bench.instruments.scpi", "simulated_bench.instruments.properties"):
-        "properties builds its settings on scpi's parsers, and scpi's dispatcher calls "
-        "properties.suffix_number: a two-way dependency between the two modules",
-}
+LOCAL_CYCLE_BREAKERS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,18 @@ class Law:
         return {p.name: float(getattr(physics, p.physics_key)) for p in self.params if p.physics_key}
 
 
+REQUIRED_METHODS = ("nominal_levels", "energy_model")
+"""Class methods every family defines (checked when it registers):
+
+- ``nominal_levels(physics) -> list[float]``: raw signal of each level from the nominal physics
+  (``signal_unit``), for decoding reads;
+- ``energy_model(physics) -> (pulse energy of amplitude and width arrays, energy per read in J)``.
+"""
+
+
 class DeviceFamily:
-    """Base of the family descriptors. Subclasses set the class attributes and may override the methods.
+    """Base of the family descriptors. Subclasses set the class attributes, define the
+    :data:`REQUIRED_METHODS` and may override the other methods.
 
     Class attributes:
 
@@ -121,15 +131,6 @@ class DeviceFamily:
         """Number of levels a device can be read in (2 for binary families)."""
         return 2
 
-    @classmethod
-    def nominal_levels(cls, physics: BaseModel) -> list[float]:
-        """Raw signal of each level from the nominal physics (``signal_unit``), for decoding reads."""
-        raise NotImplementedError(f"{cls.__name__}.nominal_levels")
-
-    @classmethod
-    def energy_model(cls, physics: BaseModel) -> tuple[PulseEnergy, float]:
-        """(pulse energy of amplitude and width arrays, energy per read in joules), nominal physics."""
-        raise NotImplementedError(f"{cls.__name__}.energy_model")
 
     @classmethod
     def build_simulator(cls, n: int, seed: int, physics: BaseModel):
@@ -140,6 +141,7 @@ class DeviceFamily:
     def problem(cls) -> str | None:
         """What is wrong with this descriptor (None if nothing): checked when a plugin registers it."""
         missing = [a for a in ("name", "amplitude_unit", "signal_unit", "laws", "bench_roles") if not getattr(cls, a)]
+        missing += [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))]
         if missing:
             return f"{cls.__name__} does not set {', '.join(missing)}"
         if cls.readout not in ("kerr", "tmr"):

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .scpi import CommandError, boolean, choice, integer, number, scpi_pattern
+from .scpi_syntax import CommandError, boolean, choice, integer, number, scpi_pattern
 
 KINDS = ("number", "integer", "boolean", "choice", "text")
 
@@ -114,11 +114,3 @@ class PropertyTable:
                     suffix = next((g for g in m.groups() if g), "")
                     return prop, is_query, suffix
         return None
-
-
-def suffix_number(text: str, allowed: tuple[int, ...]) -> int:
-    """The numeric suffix ``text`` (1 when empty); -113 if the instrument has no such channel."""
-    value = int(text) if text and re.fullmatch(r"\d+", text) else 1
-    if value not in allowed:
-        raise CommandError(-113, f"no channel {value}")
-    return value
