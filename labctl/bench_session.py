@@ -209,13 +209,13 @@ class BenchSession:
     def read(self, device: int, repeats: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Read ``device`` ``repeats`` times: raw signals (V or ohm) and decided levels, each ``(repeats,)``."""
         def describe(r):
-            levels = r.level[0].numpy()
+            levels = r.level[0].cpu().numpy()
             return f"levels {np.bincount(levels, minlength=self.chip.levels).tolist()} (count per level)"
 
         result, index = self._do("read", device, lambda: self.chip.read([device], repeats), count=repeats,
                                  describe_result=describe)
-        signal = result.signal[0].double().numpy()
-        level = result.level[0].numpy().astype(np.int64)
+        signal = result.signal[0].double().cpu().numpy()
+        level = result.level[0].cpu().numpy().astype(np.int64)
         rows = np.zeros(len(signal), READING_DTYPE)
         rows["time"], rows["action"], rows["device"] = time.time(), index, device
         rows["repeat"], rows["signal"], rows["level"] = np.arange(len(signal)), signal, level
@@ -238,7 +238,7 @@ class BenchSession:
         counts, _ = self._do("scurve_point", device,
                              lambda: self.chip.trial_levels([device], amplitude, width, trials),
                              amplitude=amplitude, width=width, count=trials, describe_result=describe)
-        counts = counts[0].numpy().astype(np.int64)
+        counts = counts[0].cpu().numpy().astype(np.int64)
         row = np.zeros(1, SCURVE_DTYPE)
         row[0] = (time.time(), curve, device, amplitude, width, trials, trials - int(counts[0]))
         self.writer.append("bench/scurve", row)
@@ -263,7 +263,7 @@ class BenchSession:
         row["time"], row["curve"], row["device"], row["width"] = time.time(), curve, device, width
         row["law"], row["names"] = law.name.encode(), ",".join(fit.names).encode()
         for key in ("estimate", "ci_low", "ci_high"):
-            row[key][0, :p] = getattr(fit, key)[0].numpy()
+            row[key][0, :p] = getattr(fit, key)[0].cpu().numpy()
         row["converged"] = bool(fit.converged[0])
         self.writer.append("bench/fits", row)
         values = ", ".join(f"{n}={float(v):.4g}" for n, v in zip(fit.names, fit.estimate[0]))

@@ -298,11 +298,11 @@ class InstrumentArray(SynapseArray):
         """Run ``repeats`` x (reset? write? read?) on every entry; readings ``(m, repeats)``."""
         if self.closed:
             raise InstrumentError("the instrument array is closed")
-        devices = np.arange(self.n) if idx is None else idx.numpy()
+        devices = np.arange(self.n) if idx is None else idx.cpu().numpy()
         m = len(devices)
         write = amplitude is not None
-        amps = np.broadcast_to(amplitude.double().numpy(), (m,)) if write else np.zeros(m)
-        widths = np.broadcast_to(width.double().numpy(), (m,)) if write else np.zeros(m)
+        amps = np.broadcast_to(amplitude.double().cpu().numpy(), (m,)) if write else np.zeros(m)
+        widths = np.broadcast_to(width.double().cpu().numpy(), (m,)) if write else np.zeros(m)
         out = np.zeros((m, repeats)) if read else np.empty((m, 0))
         try:
             for device, wid, entries in self._groups(devices, widths):

@@ -174,8 +174,8 @@ class Calibration(ChipProtocol):
         if w is not None and cur.done > 0 and self.phase is not Phase.DONE:  # resumed: the counts are in the file
             self.counts = torch.from_numpy(w.read(counts_name))
         if w is not None and cur.done == 0:
-            w.write("calibration/amplitude", self.amplitudes.numpy())
-            w.write("calibration/width", self.widths.numpy())
+            w.write("calibration/amplitude", self.amplitudes.cpu().numpy())
+            w.write("calibration/width", self.widths.cpu().numpy())
             w.write("calibration/repeats", np.array([self.settings.repeats]))
             w.write("calibration/fit/names", np.array([p.encode() for p in self.law_model.param_names]))
         points = len(self.amplitudes)
@@ -189,9 +189,9 @@ class Calibration(ChipProtocol):
                 counts = self.chip.trial_levels(idx, amplitude, width, self.settings.repeats).reshape(points, b1 - b0, -1)
             else:
                 counts = self.chip.trial(idx, amplitude, width, self.settings.repeats).reshape(points, b1 - b0)
-            self.counts[wi, :, b0:b1] = counts
+            self.counts[wi, :, b0:b1] = counts.to(self.counts.device)
             if w is not None:
-                w.write(counts_name, counts.numpy(), index=(wi, slice(None), slice(b0, b1)))
+                w.write(counts_name, counts.cpu().numpy(), index=(wi, slice(None), slice(b0, b1)))
             if cur.advance(1) and cur.next_epoch():
                 self.phase = Phase.FIT
             yield self.safe_point("sweep")
@@ -218,8 +218,8 @@ class Calibration(ChipProtocol):
         self.fit = results[0]  # the summary reports the first group (first width, or the joint fit)
         if writer is not None:
             for key in ("estimate", "stderr", "ci_low", "ci_high"):
-                writer.write(f"calibration/fit/{key}", np.stack([getattr(r, key).numpy() for r in results]))
-            writer.write("calibration/fit/converged", np.stack([r.converged.numpy() for r in results]))
+                writer.write(f"calibration/fit/{key}", np.stack([getattr(r, key).cpu().numpy() for r in results]))
+            writer.write("calibration/fit/converged", np.stack([r.converged.cpu().numpy() for r in results]))
 
     # ------------------------------------------------------------------ results
     def _medians(self) -> dict[str, float]:

@@ -216,7 +216,7 @@ class TrainCluster(ChipProtocol):
         return (self.levels if levels is None else levels).float() / self.top
 
     def _read_all(self) -> None:
-        self.levels = self.chip.read(self.index.reshape(-1)).level[:, 0].reshape(self.levels.shape).clone()
+        self.levels = self.chip.read(self.index.reshape(-1)).level[:, 0].reshape(self.levels.shape).to(self.levels.device, copy=True)
 
     def _counters(self) -> tuple[float, int, int]:
         c = self.chip.counters
@@ -245,7 +245,7 @@ class TrainCluster(ChipProtocol):
                     break
                 sel = idx[lag]
                 self.chip.pulse(sel, s.pulse_current, s.pulse_width)
-                self.levels.reshape(-1)[lag] = self.chip.read(sel).level[:, 0]
+                self.levels.reshape(-1)[lag] = self.chip.read(sel).level[:, 0].to(self.levels.device)
         self._read_all()
 
     def _train_sample(self, x: Tensor, eta: float) -> float:
@@ -263,7 +263,7 @@ class TrainCluster(ChipProtocol):
             amplitude = torch.sign(diff[sel]) * s.pulse_current
             idx = self.index[c, sel]
             self.chip.pulse(idx, amplitude, s.pulse_width)
-            self.levels[c, sel] = self.chip.read(idx).level[:, 0]
+            self.levels[c, sel] = self.chip.read(idx).level[:, 0].to(self.levels.device)
         return float((diff * diff).sum())
 
     # ------------------------------------------------------------------ the run
@@ -276,7 +276,7 @@ class TrainCluster(ChipProtocol):
                 self._initialise()
             self.marks["init"] = self._counters()
             if w is not None:
-                w.write("train/init_levels", self.levels.numpy().astype(np.int8))
+                w.write("train/init_levels", self.levels.cpu().numpy().astype(np.int8))
             self.phase = Phase.TRAIN
             self.cursor.shuffle()
             self.wall_s = time.perf_counter() - t_start
@@ -366,7 +366,7 @@ class TrainCluster(ChipProtocol):
                        "init_pulses": p1 - p0, "training_pulses": p2 - p1, "training_reads": r2 - r1,
                        "inference_reads": r3 - r2}
         if writer is not None:
-            writer.write("train/levels", self.levels.numpy().astype(np.int8))
+            writer.write("train/levels", self.levels.cpu().numpy().astype(np.int8))
             writer.write("readout/labels_per_class", np.array(s.labels_per_class, dtype=np.int64))
             writer.write("readout/accuracy", acc)
             writer.write("readout/accuracy_float_wta", acc_f)
@@ -380,7 +380,7 @@ class TrainCluster(ChipProtocol):
         for a, n in enumerate(self.settings.labels_per_class):
             row = {"labels_per_class": "all" if n == 0 else n}
             for key in ("accuracy", "accuracy_float_wta", "accuracy_logreg"):
-                vals = self.results[key][a].numpy()
+                vals = self.results[key][a].cpu().numpy()
                 vals = vals[~np.isnan(vals)]
                 row[key], row[key + "_std"] = mean_std(list(vals)) if len(vals) else (float("nan"), 0.0)
             rows.append(row)

@@ -297,7 +297,7 @@ class TrainHebbian(ChipProtocol):
     # ------------------------------------------------------------------ chip access
     def _read(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         r = self.chip.read(idx.reshape(-1))
-        return 1.0 / r.signal[:, 0].double(), r.level[:, 0]
+        return 1.0 / r.signal[:, 0].double().to(idx.device), r.level[:, 0].to(idx.device)
 
     def _read_all(self) -> None:
         g, level = self._read(self.index)
@@ -534,14 +534,14 @@ class TrainHebbian(ChipProtocol):
                         "labels": labels}
         if writer is not None:
             state = (self.conductance < 0.5 * (self.g_p + self.g_ap)).to(torch.int8)  # 1 = AP (low conductance)
-            writer.write("train/wins", self.wins.numpy())
-            writer.write("train/thresholds", self.theta.numpy())
-            writer.write("train/state", state.numpy())
-            writer.write("train/weights", weights.float().numpy())
-            writer.write("eval/labels", labels.numpy())
-            writer.write("eval/class_rates", rates.numpy())
+            writer.write("train/wins", self.wins.cpu().numpy())
+            writer.write("train/thresholds", self.theta.cpu().numpy())
+            writer.write("train/state", state.cpu().numpy())
+            writer.write("train/weights", weights.float().cpu().numpy())
+            writer.write("eval/labels", labels.cpu().numpy())
+            writer.write("eval/class_rates", rates.cpu().numpy())
             writer.write("eval/accuracy", np.array([acc, acc_float, acc_winner]))
-            writer.write("eval/confusion", confusion.numpy())
+            writer.write("eval/confusion", confusion.cpu().numpy())
             writer.write("energy", np.array([tuple(self.energy[k] for k in ENERGY_DTYPE.names)], dtype=ENERGY_DTYPE))
 
     # ------------------------------------------------------------------ results

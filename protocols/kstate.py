@@ -107,7 +107,7 @@ def write_verify(chip: SynapseArray, idx: Tensor, target: Tensor, level: Tensor,
         amp = programming_current(target[miss] - level[miss], i_c, mobility, width)
         amp = amp.clamp(lo, hi)
         chip.pulse(sel, amp, width)
-        level[miss] = chip.read(sel).level[:, 0]
+        level[miss] = chip.read(sel).level[:, 0].to(level.device)
         rounds += 1
     return level, rounds
 
@@ -240,7 +240,7 @@ class KStateTraining(ChipProtocol):
 
     def _read_levels(self, key: str, repeats: int = 1) -> Tensor:
         before = self.chip.counters
-        levels = self.chip.read(self.idx, repeats).level
+        levels = self.chip.read(self.idx, repeats).level.to(self.idx.device)
         self._account(key, before)
         return levels
 
@@ -346,7 +346,7 @@ class KStateTraining(ChipProtocol):
                a["reprogrammed"] / self.synapses, spent["pulses"], spent["reads"], spent["energy_j"], self.t_train)
         if w is not None:
             w.append("train/metrics", np.array([row], dtype=METRICS_DTYPE))
-            w.append("train/target_levels", self.target.to(torch.int8).numpy()[None])
+            w.append("train/target_levels", self.target.to(torch.int8).cpu().numpy()[None])
         if val > self.best["val"]:
             self.best = {"val": val, "epoch": epoch, "w": [t.detach().clone() for t in self.w],
                          "gain": [t.detach().clone() for t in self.gain], "b": [t.detach().clone() for t in self.b],
@@ -390,7 +390,7 @@ class KStateTraining(ChipProtocol):
         correct, levels_seen = 0, None
         for b0 in range(0, len(data.y_test), s.test_batch):
             xb, yb = data.x_test[b0:b0 + s.test_batch], data.y_test[b0:b0 + s.test_batch]
-            levels = self.chip.read(self.idx, len(yb)).level.T  # (B, synapses)
+            levels = self.chip.read(self.idx, len(yb)).level.T.to(xb.device)  # (B, synapses)
             levels_seen = levels[0] if levels_seen is None else levels_seen
             with torch.no_grad():
                 out = self.forward(xb, self.device_weights(levels), ste=False)
@@ -426,11 +426,11 @@ class KStateTraining(ChipProtocol):
                              max_epochs=s.max_epochs, patience=s.patience)
             self.results["float_test_accuracy"] = fl["test_accuracy"]
         if w is not None:
-            w.write("model/shadow_weights", self._flat_w().numpy())
-            w.write("model/levels", held.to(torch.int8).numpy())
-            w.write("model/target_levels", self.target.to(torch.int8).numpy())
+            w.write("model/shadow_weights", self._flat_w().cpu().numpy())
+            w.write("model/levels", held.to(torch.int8).cpu().numpy())
+            w.write("model/target_levels", self.target.to(torch.int8).cpu().numpy())
             gb = torch.cat([torch.cat([g.detach(), b.detach()]) for g, b in zip(self.gain, self.b)])
-            w.write("model/gain_bias", gb.double().numpy())
+            w.write("model/gain_bias", gb.double().cpu().numpy())
             w.write("energy/ledger", np.array([counters_row(k, led[k]) for k in
                                                ("programming", "forward_reads", "final_programming", "test")],
                                               dtype=COUNTER_DTYPE))

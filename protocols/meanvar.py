@@ -98,7 +98,7 @@ def measure_on_chip(chip: SynapseArray, x: Tensor, h: Tensor, width: float, n_me
     classes = h.shape[0]
     rows, syn = active_pairs(x, classes)
     idx = syn.reshape(-1)
-    counts = chip.trial(idx + offset, h.reshape(-1)[idx], width, n_meas).view(-1, classes).to(x.dtype)
+    counts = chip.trial(idx + offset, h.reshape(-1)[idx], width, n_meas).view(-1, classes).to(x.device, x.dtype)
     return torch.zeros(x.shape[0], classes, dtype=x.dtype).index_add_(0, rows, counts) / n_meas
 
 
@@ -481,7 +481,7 @@ class MeanVarTraining(ChipProtocol):
             self._init_params()
             self._mark("calibrated")
             if w is not None:
-                w.write("model/law", torch.stack([self.law[k] for k in ("x0", "dx", "a")]).double().numpy())
+                w.write("model/law", torch.stack([self.law[k] for k in ("x0", "dx", "a")]).double().cpu().numpy())
             self.phase = Phase.TRAIN
             yield self.safe_point("calibrated")
         train_on_chip = s.forward == "chip"
@@ -518,7 +518,7 @@ class MeanVarTraining(ChipProtocol):
                fraction_mid(p), since.pulses, since.reads, since.energy_j, self.t_train)
         if w is not None:
             w.append("train/metrics", np.array([row], dtype=METRICS_DTYPE))
-            w.append("train/amplitude", self.amplitude().detach().numpy()[None])
+            w.append("train/amplitude", self.amplitude().detach().cpu().numpy()[None])
         score = -val_loss if s.select == "loss" else val
         if score > self.best["score"]:
             self.best = {"val": val, "score": score, "epoch": epoch, "h": self.h.detach().clone(),
@@ -580,15 +580,15 @@ class MeanVarTraining(ChipProtocol):
                              max_epochs=s.max_epochs, patience=s.patience)
             self.results["float_test_accuracy"] = fl["test_accuracy"]
         if w is not None:
-            w.write("model/amplitude", h_t.double().numpy())
-            w.write("model/probability", p.double().numpy())
-            w.write("model/bias", self.bias.detach().double().numpy())
+            w.write("model/amplitude", h_t.double().cpu().numpy())
+            w.write("model/probability", p.double().cpu().numpy())
+            w.write("model/bias", self.bias.detach().double().cpu().numpy())
             w.write("test/accuracy", np.array(accs))
             for k in range(len(self.hidden_h)):
                 w.write(f"model/hidden{k}/law", torch.stack([self.hidden_law[f"{q}_{k}"] for q in ("x0", "dx", "a")])
-                        .double().numpy())
-                w.write(f"model/hidden{k}/amplitude", self.hidden_amplitude(k).detach().double().numpy())
-                w.write(f"model/hidden{k}/bias", self.hidden_bias[k].detach().double().numpy())
+                        .double().cpu().numpy())
+                w.write(f"model/hidden{k}/amplitude", self.hidden_amplitude(k).detach().double().cpu().numpy())
+                w.write(f"model/hidden{k}/bias", self.hidden_bias[k].detach().double().cpu().numpy())
             if self.n_sweep:
                 w.write("test/n_sweep", np.array([tuple(r) for r in self.n_sweep], dtype=N_SWEEP_DTYPE))
             rows = [counters_row("calibration", cal), counters_row("training", train), counters_row("test", test)]

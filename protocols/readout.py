@@ -68,8 +68,8 @@ def logistic_regression_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tenso
     if len(torch.unique(y_train)) < 2:
         return float("nan")
     model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit(x_train.numpy(), y_train.numpy())
-    return float((model.predict(x_test.numpy()) == y_test.numpy()).mean())
+    model.fit(x_train.cpu().numpy(), y_train.cpu().numpy())
+    return float((model.predict(x_test.cpu().numpy()) == y_test.cpu().numpy()).mean())
 
 
 def majority_labels(winners: Tensor, y: Tensor, neurons: int, classes: int) -> Tensor:

@@ -143,3 +143,23 @@ def test_chip_on_cuda_keeps_everything_there(name):
     res = _exercise(chip)
     assert all(v.shape[0] > 0 for v in res.values())
     chip.load_state_dict(chip.state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["calibrate-dw", "calibrate-dwmtj", "train-meanvar", "train-kstate-insitu",
+                                  "train-kstate-exsitu", "train-cluster-iris", "train-hebbian"])
+def test_every_protocol_runs_on_a_chip_on_cuda(name, tmp_path):
+    """Protocols compute on the host; the chip's results come back on CUDA and are moved where they meet."""
+    from labctl import runs
+    from labctl.engine import RunContext
+    from test_protocol_resume import CASES
+
+    protocol, chip, station, pfile = runs.prepare(name, overrides=CASES[name])
+    chip.devices.to("cuda")
+    assert chip.device.type == "cuda"
+    writer = runs.create_run_file(protocol, chip, station, pfile, tmp_path / "cuda.h5")
+    for _ in protocol.run(RunContext(chip, writer)):
+        pass
+    summary = protocol.summary()
+    writer.close()
+    assert summary

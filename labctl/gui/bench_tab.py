@@ -496,7 +496,7 @@ class BenchTab(QWidget):
                                          name=f"device {sc['device']} (curve {sc['curve']})"))
             fit = sc.get("fit")
             if fit is not None:
-                names, est = (list(fit.names), fit.estimate[0].numpy()) if hasattr(fit, "names") else fit["params"]
+                names, est = (list(fit.names), fit.estimate[0].cpu().numpy()) if hasattr(fit, "names") else fit["params"]
                 h = np.linspace(amps.min(), amps.max(), 200)
                 y = law_curve(sc.get("law"), names, est, h, float(sc["width"]), 1e-9, sc.get("levels"))
                 if y is not None:

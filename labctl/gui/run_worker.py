@@ -100,7 +100,7 @@ class RunWorker(QObject):
         devices = getattr(self.chip, "devices", None)  # simulated backend: the true device states
         state = getattr(devices, "state", None)
         if state is not None:
-            snap["state"] = state.detach().clone().numpy()
+            snap["state"] = state.detach().clone().cpu().numpy()
         return snap
 
     @pyqtSlot()
