@@ -1,4 +1,4 @@
-"""The ``labctl`` command: run protocols, calibrate, inspect run files, list embedded files.
+"""The ``labctl`` command: run protocols, calibrate, inspect and evaluate run files, list embedded files.
 
 Exit codes: 0 success, 1 the run failed (or was aborted), 2 bad input (configuration, file,
 arguments). Every expected error is one line on stderr naming the file and key at fault; no
@@ -164,6 +164,33 @@ def cmd_info(args) -> int:
     for key, value in {**info["metrics"], **info["counters"]}.items():
         print(f"{key:>15}: {_fmt(value)}")
     print(f"{'events':>15}: " + ", ".join(e["kind"] for e in info["events"]))
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    """Test a finished train-meanvar run's model at other measurement counts N, without retraining."""
+    from .evaluate import (DATASET, check_csv_target, evaluate_run, format_table, parse_measurements, parse_passes,
+                           write_csv)
+
+    try:  # before anything is opened
+        measurements, passes = parse_measurements(args.measurements), parse_passes(args.passes)
+        if args.csv:
+            check_csv_target(args.csv)
+    except BadInput as exc:
+        raise BadInput(f"{args.file}: {exc}") from None
+    try:
+        evaluation = evaluate_run(args.file, measurements, passes, station_ref=args.station,
+                                  progress=lambda line: print(f"labctl: {line}", file=sys.stderr))
+    except KeyboardInterrupt:
+        return _fail(f"interrupted: nothing was recorded; {args.file} was left as it was", EXIT_FAILED)
+    for note in evaluation.notes:
+        print(f"labctl: {note}", file=sys.stderr)
+    print(f"{evaluation.protocol_name} ({evaluation.kind}, forward = {evaluation.forward}) on station "
+          f"{evaluation.station_name}: {evaluation.passes} test pass{'' if evaluation.passes == 1 else 'es'} per N")
+    print(format_table(evaluation))
+    print(f"recorded in {evaluation.path} as /{DATASET}")
+    if args.csv:
+        print(f"table: {write_csv(evaluation, args.csv)}")
     return EXIT_OK
 
 
@@ -358,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("evaluate", help="test a finished train-meanvar run's model at other measurement counts N "
+                                        "(no retraining); the table goes into the run file")
+    p.add_argument("file", help="run file of a finished train-meanvar run")
+    p.add_argument("--measurements", metavar="N,N,...",
+                   help="measurement counts N to test, comma-separated (default: 1,2,4,8,16,32,64); "
+                        "the continuous limit is always added")
+    p.add_argument("--passes", metavar="P", help="stochastic test passes per N (default: the run's test_passes)")
+    p.add_argument("--station", help="the station's current file or embedded name (default: the one the run used); "
+                                     "its envelope, intersected with the run file's, limits the test")
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("gui", help="the probe-station GUI: run a protocol, or watch/review a run file")
     p.add_argument("file", nargs="?", help="run file to watch (while a headless run writes it) or review, or a sweep folder")
