@@ -2,18 +2,25 @@
 
 Every fit takes the counts of many devices at once (``n`` devices, ``m`` pulse amplitudes per
 device) and fits all of them in one call, without a Python loop over devices: devices are
-independent, so the summed negative log-likelihood separates, and the per-device gradients
-and ``(P, P)`` Hessians come out of a few batched autograd passes. The optimiser is a damped
-Newton method (Levenberg-Marquardt, one damping factor per device) that freezes each device
-as soon as it has converged.
+independent, so the summed negative log-likelihood separates. Each law's per-device gradient
+and ``(P, P)`` observed information are written out analytically: a few per-point arrays,
+reduced over the points in one pass (one matrix product when the amplitude grid is shared by
+all devices), with the per-device factors applied after. The fit starts from a closed-form
+estimate (a weighted regression on the empirical probit / logit / log-log transform, refined
+by one IRLS step), usually within a fraction of a standard error of the maximum, and goes on
+with Newton steps (damped Levenberg-Marquardt only where a step fails) on the devices not yet
+converged; most devices need two or three evaluations.
 
 Parameterisation. The natural parameters have awkward SI scales (fields ~1e-3 T, slopes
 ~1e3 /T, mobilities ~1e12 sites/(A s)), so each fit works in float64 in internal, normalised
 parameters: locations (``x0``, ``h0``, ``i_c``) as offsets from their initial value in units
 of the curve's width (for ``i_c``: of one site of displacement), positive quantities (``dx``,
 ``sigma``, ``mobility``) as logarithms relative to their initial value, the contrast ``a`` as
-``logit(a)``, and for the thermal law ``log(delta)`` and ``log(delta / vc0)`` (intercept and
-slope of the linearised law). Everything is reported in the natural parameters:
+``logit(a)``, and for the thermal law ``delta`` and ``delta / vc0`` (minus the intercept and
+the slope of the linearised law) relative to their initial value (``delta / delta_ref - 1``):
+the law's log-log rate is linear in those, so its likelihood is that of a binomial regression
+with a complementary log-log link, concave in them, and Newton converges from far away.
+Everything is reported in the natural parameters:
 
 * ``estimate`` -- the maximum-likelihood estimate;
 * ``stderr`` -- square roots of the diagonal of the inverse observed Fisher information
@@ -36,12 +43,15 @@ comparable between laws fitted to the same counts.
 
 Failure handling. A device is ``converged`` only if all of these hold:
 
-* the damped Newton iteration reached a stationary point (Newton decrement ``g^T H^-1 g``
-  below 1e-10: the last step was ~1e-5 standard errors) with a positive-definite Hessian;
+* the Newton iteration reached a stationary point with a positive-definite Hessian: Newton
+  decrement ``g^T H^-1 g`` below 1e-10 (the next step would be ~1e-5 standard errors), or
+  below 1e-6 and the final undamped Newton step taken (which, Newton converging quadratically,
+  lands closer still) without raising the negative log-likelihood;
 * the point is strictly inside the box that bounds the internal parameters (a maximum that
   runs off to infinity is not an estimate);
 * every parameter is identified: finite standard errors, and on the internal scale below 100
-  (100 curve widths for a location, a factor e^100 for a log-parameter); ``logit(a)`` is
+  (100 curve widths for a location, a factor e^100 for a log-parameter, 100 times the start
+  for the thermal law's relative parameters); ``logit(a)`` is
   exempt, since ``a -> 1`` is a legitimate boundary estimate whose logit-scale interval stays
   inside ``(0, 1]``;
 * the data can identify the law at all (binomial: some trials, not all with one outcome;
@@ -65,7 +75,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .switching_laws import SQRT2, cdf_to_probabilities, gaussian_depinning
+from .switching_laws import SQRT2
 
 Tensor = torch.Tensor
 
@@ -82,7 +92,9 @@ _EPS = 1e-12  # probabilities are mixed as eps + (1 - 2 eps) p in the log-likeli
 _LOG_BOX = 25.0  # bound on log-parameters relative to their initial value (factor ~7e10)
 _LOC_BOX = 1e4  # bound on location offsets, in units of the curve width
 _LOGIT_BOX = 30.0  # bound on logit(a)
+_REL_BOX = 1e4  # bound on relative parameters (x / x_ref - 1, thermal law)
 _DEC_TOL = 1e-10  # Newton decrement g^T H^-1 g (nats); = squared step in standard errors
+_FINAL_DEC = 1e-6  # below this decrement the last Newton step is taken and checked by the NLL alone
 _MAX_ITER = 100
 _STALL_TOL = 1e-13  # relative NLL gain below which an iteration counts as no progress
 _STALL_ITERS = 5  # that many such iterations in a row: give up on the device
@@ -313,12 +325,12 @@ def _multinomial_const(counts: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Batched Fisher scoring
+# Batched damped Newton
 # --------------------------------------------------------------------------------------------
 
 Data = dict[str, Tensor]
 NaturalFn = Callable[[Tensor, Data], Tensor]
-# (theta (k, P), data, derivatives?) -> NLL (k,), gradient (k, P), expected Fisher information
+# (theta (k, P), data, derivatives?) -> NLL (k,), gradient (k, P), observed information
 # (k, P, P), all in the internal parameters; gradient and information are None if not asked.
 EvalFn = Callable[[Tensor, Data, bool], tuple[Tensor, Tensor | None, Tensor | None]]
 # (theta, data) of devices the optimiser gave up on -> (k, P) bool: coordinates sitting on a
@@ -327,8 +339,9 @@ PinnedFn = Callable[[Tensor, Data], Tensor]
 
 
 def _subset(data: Data, idx: Tensor) -> Data:
-    """The rows ``idx`` of every per-device entry; ``(1, m)`` entries (shared by all devices) as they are."""
-    return {key: v if v.dim() == 2 and v.shape[0] == 1 else v[idx] for key, v in data.items()}
+    """The rows ``idx`` of every per-device entry; entries with a leading dimension of 1 (shared
+    by all devices: a common grid, a table of its powers) as they are."""
+    return {key: v if v.shape[0] == 1 else v[idx] for key, v in data.items()}
 
 
 def _shared_rows(x: Tensor) -> Tensor:
@@ -342,11 +355,55 @@ def _shared_rows(x: Tensor) -> Tensor:
     return x
 
 
+def _design(x: Tensor) -> dict[str, Tensor]:
+    """A standardised design ``u = (x - centre) / scale`` for the sums over points.
+
+    x: ``(1, m)`` (shared by all devices) or ``(n, m)``. Returns ``u`` (same shape), ``centre``
+    and ``scale`` (``(1,)`` when shared, else ``(n,)``; ``x = centre + scale u``) and, when x is
+    shared, ``powers``: the ``(1, 3, m)`` table of ``u^0, u^1, u^2``, with which the sums over
+    points of all devices come out of one matrix product (see :func:`_moments`).
+    """
+    centre = x.mean(1)
+    scale = (x - centre[:, None]).abs().amax(1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    u = (x - centre[:, None]) / scale[:, None]
+    out = {"u": u, "centre": centre, "scale": scale}
+    if x.shape[0] == 1:
+        out["powers"] = torch.stack([torch.ones_like(u[0]), u[0], u[0] * u[0]]).unsqueeze(0)
+    return out
+
+
+def _moments(Y: Tensor, u: Tensor, powers: Tensor | None) -> Tensor:
+    """``(3, J, k)``: the sums over points ``sum_j Y[i, :, j] * u_j^e`` for e = 0, 1, 2.
+
+    Y: ``(J, k, m)`` per-point quantities of k devices; u: the design, ``(1, m)`` shared or
+    ``(k, m)``; powers: ``(1, 3, m)`` table of the shared design's powers, or None. A shared
+    design takes one matrix product (one pass over Y); a per-device one three reductions.
+    """
+    J, k, m = Y.shape
+    if powers is not None:
+        return (powers[0] @ Y.reshape(J * k, m).T).reshape(3, J, k)
+    out = torch.empty((3, J, k), dtype=Y.dtype, device=Y.device)
+    torch.sum(Y, -1, out=out[0])
+    t = Y * u
+    torch.sum(t, -1, out=out[1])
+    torch.sum(t.mul_(u), -1, out=out[2])
+    return out
+
+
+def _shift(M: Tensor, b0: Tensor, b1: Tensor) -> Tensor:
+    """Moments ``sum Y eta^e`` (e = 0, 1, 2) from the moments ``M`` (:func:`_moments`) in u, for
+    the per-device affine predictor ``eta = b0 + b1 u`` (b0, b1: ``(k,)``)."""
+    M0, M1, M2 = M[0], M[1], M[2]
+    return torch.stack([M0, b0 * M0 + b1 * M1, b0 * b0 * M0 + (2.0 * b0 * b1) * M1 + (b1 * b1) * M2])
+
+
 def _binomial_core(pm: Tensor, d: Data, derivs: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """NLL ``(k,)`` of binomial counts at the mixed probabilities ``pm = eps + (1 - 2 eps) p``,
-    and (derivs) the per-point residual ``r = (k - N pm) / (pm (1 - pm))`` and weight ``w = k /
-    pm^2 + (N - k) / (1 - pm)^2``, from which the laws assemble their gradients and observed
-    information with the per-device factors pulled out of the sums (see :func:`_binomial_terms`).
+    """NLL ``(k,)`` of binomial counts at the mixed probabilities ``pm = eps + (1 - 2 eps) p``
+    (up to the binomial coefficients), and (derivs) the per-point first and second derivatives
+    of the NLL with respect to pm: ``-r`` with ``r = (k - N pm) / (pm (1 - pm))``, and
+    ``w = k / pm^2 + (N - k) / (1 - pm)^2 = (N + r (1 - 2 pm)) / (pm (1 - pm))``. The laws
+    multiply these by their dp/deta, d2p/deta2 and take sums over points (:func:`_moments`).
     Temporaries are updated in place: fresh ``(k, m)`` allocations cost more than the arithmetic.
     """
     k, N, nk = d["k"], d["N"], d["nk"]
@@ -356,19 +413,10 @@ def _binomial_core(pm: Tensor, d: Data, derivs: bool) -> tuple[Tensor, Tensor | 
     f = torch.log(pm).mul_(k).add_(torch.log(q).mul_(nk)).sum(-1).neg_()
     if not derivs:
         return f, None, None
-    v = pm * q
-    r = torch.addcmul(k, N, pm, value=-1.0).div_(v)
-    w = torch.div(k, torch.mul(pm, pm, out=v)).add_(torch.mul(q, q, out=q).reciprocal_().mul_(nk))
+    inv_v = torch.mul(pm, q).reciprocal_()
+    r = torch.addcmul(k, N, pm, value=-1.0).mul_(inv_v)
+    w = torch.mul(pm, -2.0).add_(1.0).mul_(r).add_(N).mul_(inv_v)
     return f, r, w
-
-
-def _sums(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """``(k, len(pairs))``: ``sum_points x * y`` for each pair, in one reduction."""
-    x0 = torch.broadcast_tensors(*pairs[0])[0]
-    out = torch.empty((len(pairs),) + tuple(x0.shape), dtype=x0.dtype, device=x0.device)
-    for j, (x, y) in enumerate(pairs):
-        torch.mul(x, y, out=out[j])
-    return out.sum(-1).T
 
 
 def _hessian(entries: dict[tuple[int, int], Tensor], P: int) -> Tensor:
@@ -379,50 +427,6 @@ def _hessian(entries: dict[tuple[int, int], Tensor], P: int) -> Tensor:
         H[:, i, j] = hij
         H[:, j, i] = hij
     return H
-
-
-def _gram(w: Tensor, dps: list[Tensor], dims: tuple[int, ...]) -> Tensor:
-    """``(k, P, P)`` matrix ``sum w * dp_i * dp_j`` over ``dims``: the expected information."""
-    P = len(dps)
-    out = torch.empty((w.shape[0], P, P), dtype=w.dtype, device=w.device)
-    for i in range(P):
-        wd = w * dps[i]
-        for j in range(i + 1):
-            out[:, i, j] = out[:, j, i] = (wd * dps[j]).sum(dims)
-    return out
-
-
-def _binomial_terms(
-    p: Tensor, dps: list[Tensor] | None, k: Tensor, N: Tensor, d2ps: dict[tuple[int, int], Tensor] | None = None
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """NLL, gradient and curvature of independent binomial counts.
-
-    p: ``(n, m)`` model probabilities; dps: their derivatives ``dp/dtheta_i`` (each ``(n, m)``),
-    or None for the NLL alone. With ``pm = eps + (1 - 2 eps) p`` and ``r = (k - N pm) /
-    (pm (1 - pm))``: gradient ``-sum r dpm``; curvature: the expected information
-    ``sum N / (pm (1 - pm)) dpm dpm^T`` if ``d2ps`` is None, else the observed information
-    (Hessian of the NLL) ``sum (k / pm^2 + (N - k) / (1 - pm)^2) dpm dpm^T - sum r d2pm``, with
-    ``d2ps[(i, j)]`` (i >= j) the second derivatives of p.
-    """
-    c = 1.0 - 2.0 * _EPS
-    pm = _EPS + c * p
-    f = -(k * torch.log(pm) + (N - k) * torch.log1p(-pm)).sum(-1)
-    if dps is None:
-        return f, None, None
-    q = 1.0 - pm
-    v = pm * q
-    r = (k - N * pm) / v
-    g = torch.stack([-(r * dp).sum(-1) for dp in dps], dim=1) * c
-    if d2ps is None:
-        return f, g, _gram(N / v, dps, (-1,)) * (c * c)
-    w = k / (pm * pm) + (N - k) / (q * q)
-    H = _gram(w, dps, (-1,)) * (c * c)
-    for (i, j), d2 in d2ps.items():
-        hij = (r * d2).sum(-1) * c
-        H[:, i, j] -= hij
-        if i != j:
-            H[:, j, i] -= hij
-    return f, g, H
 
 
 def _jacobian(natural: NaturalFn, theta: Tensor, data: Data) -> Tensor:
@@ -438,32 +442,24 @@ def _jacobian(natural: NaturalFn, theta: Tensor, data: Data) -> Tensor:
     return torch.stack(rows, dim=1).detach()
 
 
-def _sanitise(f: Tensor, g: Tensor, F: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(finite, g, F): non-finite derivatives replaced by a zero gradient and unit information."""
-    P = g.shape[1]
-    finite = torch.isfinite(f) & torch.isfinite(g).all(1) & torch.isfinite(F).all((1, 2))
-    eye = torch.eye(P, dtype=DTYPE, device=g.device)
-    g = torch.where(finite[:, None], g, torch.zeros_like(g))
-    F = torch.where(finite[:, None, None], F, eye.expand_as(F))
-    return finite, g, F
-
-
 _SMALL_BATCH = 256  # below this many systems the batched LAPACK call is the cheaper
 
 
 def _pd_solve(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Solve ``A x = b`` for a batch of symmetric ``(P, P)`` systems by Cholesky.
 
-    Returns (x, pd): pd is False where ``A`` is not (numerically) positive definite, and there x
-    is ``b`` (the solve with an identity factor). For P <= 3 and large batches the factor and
-    the two triangular solves are written out over ``(k,)`` columns: a few dozen vector
-    operations instead of one LAPACK call per system.
+    Returns (x, pd): pd is False where ``A`` is not (numerically) positive definite (or not
+    finite), and there x is ``b`` (the solve with an identity factor). For P <= 3 and large
+    batches the factor and the two triangular solves are written out over ``(k,)`` columns: a
+    few dozen vector operations instead of one LAPACK call per system.
     """
     k, P = b.shape
     if P > 3 or k < _SMALL_BATCH:
         eye = torch.eye(P, dtype=A.dtype, device=A.device)
+        finite = torch.isfinite(A).all((1, 2))
+        A = torch.where(finite[:, None, None], A, eye)
         chol, info = torch.linalg.cholesky_ex(A)
-        pd = info == 0
+        pd = (info == 0) & finite
         chol = torch.where(pd[:, None, None], chol, eye.expand_as(chol))
         return torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1), pd
     a = A
@@ -471,6 +467,7 @@ def _pd_solve(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     pd = a[:, 0, 0] > 0
     if P == 1:
         x0 = b[:, 0] / l00 / l00
+        pd = pd & torch.isfinite(x0)
         return torch.where(pd[:, None], x0[:, None], b), pd
     l10 = a[:, 1, 0] / l00
     d1 = a[:, 1, 1] - l10 * l10
@@ -481,17 +478,20 @@ def _pd_solve(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if P == 2:
         x1 = y1 / l11
         x0 = (y0 - l10 * x1) / l00
-        return torch.where(pd[:, None], torch.stack([x0, x1], dim=1), b), pd
-    l20 = a[:, 2, 0] / l00
-    l21 = (a[:, 2, 1] - l20 * l10) / l11
-    d2 = a[:, 2, 2] - l20 * l20 - l21 * l21
-    pd = pd & (d2 > 0)
-    l22 = d2.sqrt()
-    y2 = (b[:, 2] - l20 * y0 - l21 * y1) / l22
-    x2 = y2 / l22
-    x1 = (y1 - l21 * x2) / l11
-    x0 = (y0 - l10 * x1 - l20 * x2) / l00
-    return torch.where(pd[:, None], torch.stack([x0, x1, x2], dim=1), b), pd
+        x = torch.stack([x0, x1], dim=1)
+    else:
+        l20 = a[:, 2, 0] / l00
+        l21 = (a[:, 2, 1] - l20 * l10) / l11
+        d2 = a[:, 2, 2] - l20 * l20 - l21 * l21
+        pd = pd & (d2 > 0)
+        l22 = d2.sqrt()
+        y2 = (b[:, 2] - l20 * y0 - l21 * y1) / l22
+        x2 = y2 / l22
+        x1 = (y1 - l21 * x2) / l11
+        x0 = (y0 - l10 * x1 - l20 * x2) / l00
+        x = torch.stack([x0, x1, x2], dim=1)
+    pd = pd & torch.isfinite(x).all(1)
+    return torch.where(pd[:, None], x, b), pd
 
 
 def _newton(
@@ -503,96 +503,110 @@ def _newton(
     max_iter: int,
     frozen: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Damped Fisher scoring on every device at once.
+    """Damped Newton (Levenberg-Marquardt) on every device at once, with observed information.
 
     Returns (theta, stationary, n_iter, nll, information), the last two at the returned theta
-    (the information without any frozen coordinates removed). Each iteration solves
-    ``(F + lam diag F) step = -g`` per device (Levenberg-Marquardt damping, one ``lam`` per
-    device) and accepts the step if the NLL does not rise, else retries with 8x the damping;
-    the derivatives at an accepted point are computed with its NLL, so an accepted step costs
-    one evaluation. A device stops when its decrement ``g^T F^-1 g`` is below ``_DEC_TOL``.
+    (for a device finished by a final Newton step, see below, the information is the one at
+    the point before it). Each iteration of a device still active:
+
+    * from its NLL f, gradient g and observed information H at the current point, the Newton
+      step ``s = -H^-1 g`` and the decrement ``dec = g^T H^-1 g`` (nats; the squared length of
+      the step in standard errors);
+    * ``dec < _DEC_TOL`` with H positive definite: stationary, done;
+    * ``dec < _FINAL_DEC``: the final Newton step -- undamped, checked by the NLL alone (one
+      cheap evaluation); accepted if the NLL does not rise, and then stationary, done: Newton
+      converges quadratically, so from a point ``sqrt(_FINAL_DEC)`` standard errors away the
+      step lands within about ``_FINAL_DEC`` standard errors of the maximum, closer than the
+      ``sqrt(_DEC_TOL)`` of the plain test;
+    * otherwise a damped step ``(H + lam diag|H|) s = -g`` (one ``lam`` per device, 0 at the
+      start: a full Newton step) with NLL, gradient and information evaluated at the trial
+      point together (one evaluation); the step is accepted if the NLL does not rise (and
+      ``lam`` shrinks 5x), else ``lam`` grows 8x (to at least 1e-3) and the device tries again
+      from the same point in the next iteration. (Damping from the start would slow the
+      strongly correlated fits -- thermal: delta and delta / vc0 -- where the smallest
+      eigenvalue of H is far below its diagonal.)
+
+    Only the active devices are evaluated. A device is given up (not stationary) when its
+    damping exceeds 1e20, when _STALL_ITERS accepted steps in a row gain less than _STALL_TOL
+    (relative), or after max_iter steps. n_iter: steps tried (evaluations after the start).
     frozen: optional ``(n, P)`` bool; those coordinates are held fixed (zero step) and left
     out of the stationarity test.
     """
     n, P = theta0.shape
     dev = theta0.device
     theta = torch.minimum(torch.maximum(theta0.clone(), lower), upper)
-    f, g, F = ev(theta, data, True)
-    lam = torch.full((n,), 1e-3, dtype=DTYPE, device=dev)
+    f, g, H = ev(theta, data, True)
+    lam = torch.zeros(n, dtype=DTYPE, device=dev)
     stationary = torch.zeros(n, dtype=torch.bool, device=dev)
     active = torch.ones(n, dtype=torch.bool, device=dev)
+    final_ok = torch.ones(n, dtype=torch.bool, device=dev)  # the final-step shortcut is still allowed
     n_iter = torch.zeros(n, dtype=torch.int64, device=dev)
     n_slow = torch.zeros(n, dtype=torch.int64, device=dev)
+    free = None if frozen is None else (~frozen).to(DTYPE)
 
     for _ in range(max_iter):
         idx = active.nonzero().squeeze(1)
-        k = idx.numel()
-        if k == 0:
+        if idx.numel() == 0:
             break
-        d = data if k == n else _subset(data, idx)
-        th, fi = theta[idx], f[idx]
-        finite, gi, Fi = _sanitise(fi, g[idx], F[idx])
-        if frozen is not None:
-            fz = frozen[idx]
-            free = (~fz).to(DTYPE)
-            gi = gi * free
-            Fi = Fi * free[:, :, None] * free[:, None, :] + torch.diag_embed(fz.to(DTYPE))
+        fi, gi, Hi, th = f[idx], g[idx], H[idx], theta[idx]
+        finite = torch.isfinite(fi) & torch.isfinite(gi).all(1) & torch.isfinite(Hi).all((1, 2))
+        gi = torch.where(finite[:, None], gi, 0.0)
+        if free is not None:
+            fr = free[idx]
+            gi = gi * fr
+            Hi = Hi * fr[:, :, None] * fr[:, None, :] + torch.diag_embed(1.0 - fr)
 
-        # Converged? Decrement with the undamped information, which must be positive definite.
-        full_step, pd = _pd_solve(Fi, -gi)
+        # Converged? The decrement with the undamped information, which must be positive definite.
+        newton_step, pd = _pd_solve(Hi, -gi)
         pd = pd & finite
-        full_step = torch.where(pd[:, None], full_step, -gi)
-        dec = -(gi * full_step).sum(-1)
-        done = pd & (dec < _DEC_TOL) & (dec > -_DEC_TOL)
+        dec = -(gi * newton_step).sum(-1)
+        done = pd & (dec.abs() < _DEC_TOL)
+        final = pd & ~done & (dec < _FINAL_DEC) & final_ok[idx]
         stationary[idx[done]] = True
-        active[idx[done]] = False
-        n_iter[idx] += 1
-        active[idx[~finite]] = False
+        active[idx[done | ~finite]] = False
 
-        todo = (~done & finite).nonzero().squeeze(1)
-        if todo.numel() == 0:
+        # Final Newton steps, checked by the NLL alone.
+        sel = final.nonzero().squeeze(1)
+        if sel.numel():
+            gl = idx[sel]
+            trial = torch.minimum(torch.maximum(th[sel] + newton_step[sel], lower), upper)
+            f_new, _, _ = ev(trial, _subset(data, gl), False)
+            n_iter[gl] += 1
+            ok = torch.isfinite(f_new) & (f_new <= fi[sel])
+            theta[gl[ok]], f[gl[ok]] = trial[ok], f_new[ok]
+            stationary[gl[ok]] = True
+            active[gl] = False
+            # A rejected final step (rounding at the maximum, or a law that is not smooth
+            # there): the device goes on with ordinary damped steps.
+            active[gl[~ok]] = True
+            final_ok[gl[~ok]] = False
+
+        # Damped steps, evaluated in full at the trial point.
+        sel = (~done & ~final & finite).nonzero().squeeze(1)
+        if sel.numel() == 0:
             continue
-        if todo.numel() < k:
-            fi, gi, Fi, th, gl, d = fi[todo], gi[todo], Fi[todo], th[todo], idx[todo], _subset(d, todo)
-        else:
-            gl = idx
-        scale = Fi.diagonal(dim1=1, dim2=2).abs() + 1e-9 * (1.0 + fi.abs()).unsqueeze(1)
-        lam_i = lam[gl]
-        accepted = torch.zeros(gl.numel(), dtype=torch.bool, device=dev)
-        f_best = fi.clone()
-        pending = torch.arange(gl.numel(), device=dev)
-        for _try in range(12):
-            every = pending.numel() == gl.numel()
-            Fp, gp, thp = (Fi, gi, th) if every else (Fi[pending], gi[pending], th[pending])
-            A = Fp + lam_i[pending, None, None] * torch.diag_embed(scale[pending])
-            step, ok = _pd_solve(A, -gp)
-            trial = torch.minimum(torch.maximum(thp + step, lower), upper)
-            f_new, _, _ = ev(trial, d if every else _subset(d, pending), False)
-            good = ok & torch.isfinite(f_new) & (f_new <= fi[pending]) & torch.isfinite(step).all(1)
-            won = pending[good]
-            theta[gl[won]] = trial[good]
-            f_best[won] = f_new[good]
-            accepted[won] = True
-            pending = pending[~good]
-            lam_i[pending] = lam_i[pending] * 8.0
-            if pending.numel() == 0:
-                break
-        # Derivatives at the accepted points (one evaluation per accepted step).
-        acc = accepted.nonzero().squeeze(1)
-        if acc.numel():
-            dst = gl[acc]
-            f[dst], g[dst], F[dst] = ev(theta[dst], d if acc.numel() == gl.numel() else _subset(d, acc), True)
-        lam_i = torch.where(accepted, (lam_i / 5.0).clamp(min=1e-12), lam_i)
-        lam[gl] = lam_i
-        # A device that cannot make progress is given up: its damping has exploded, or it has
-        # gained less than _STALL_TOL (relative) in each of _STALL_ITERS iterations without
-        # meeting the stationarity test (e.g. the maximum sits on a discontinuity of the law).
-        slow = (fi - f_best) < _STALL_TOL * (1.0 + fi.abs())
-        n_slow[gl] = torch.where(slow, n_slow[gl] + 1, torch.zeros_like(n_slow[gl]))
-        stuck = (lam_i > 1e20) | (n_slow[gl] >= _STALL_ITERS)
+        gl = idx[sel]
+        Hs, gs, fs = Hi[sel], gi[sel], fi[sel]
+        scale = Hs.diagonal(dim1=1, dim2=2).abs() + 1e-9 * (1.0 + fs.abs()).unsqueeze(1)
+        lam_s = lam[gl]
+        step, ok = _pd_solve(Hs + lam_s[:, None, None] * torch.diag_embed(scale), -gs)
+        trial = torch.minimum(torch.maximum(th[sel] + step, lower), upper)
+        f_new, g_new, H_new = ev(trial, _subset(data, gl), True)
+        n_iter[gl] += 1
+        good = ok & torch.isfinite(f_new) & (f_new <= fs)
+        won = gl[good]
+        theta[won], f[won], g[won], H[won] = trial[good], f_new[good], g_new[good], H_new[good]
+        lam_s = torch.where(good, lam_s / 5.0, (lam_s * 8.0).clamp(min=1e-3))
+        lam[gl] = lam_s
+        # A device that cannot make progress is given up: its damping has exploded, or its
+        # accepted steps have gained less than _STALL_TOL (relative) _STALL_ITERS times in a row
+        # without meeting the stationarity test (e.g. the maximum sits on a discontinuity of the law).
+        slow = good & ((fs - f_new) < _STALL_TOL * (1.0 + fs.abs()))
+        n_slow[gl] = torch.where(slow, n_slow[gl] + 1, torch.where(good, 0, n_slow[gl]))
+        stuck = (lam_s > 1e20) | (n_slow[gl] >= _STALL_ITERS)
         active[gl[stuck]] = False
 
-    return theta, stationary, n_iter, f, F
+    return theta, stationary, n_iter, f, H
 
 
 def _fit(
@@ -710,10 +724,12 @@ def _crossing_lengths(h: Tensor, q: Tensor, levels: tuple[float, ...]) -> tuple[
     return h_sorted, q_sorted, out
 
 
-def _sigmoid_init(h: Tensor, p_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Midpoint and 10-90 % width of a rising curve p_hat(h) normalised to [0, 1].
+def _sigmoid_init(h: Tensor, p_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """Midpoint and 10-90 % width of a rising curve p_hat(h) normalised to [0, 1]: a robust
+    start for devices whose transformed-scale regression (:func:`_wls_line`) fails.
 
-    Returns (mid, width, min_spacing) each (n,)."""
+    h: ``(n, m)`` or ``(1, m)``; p_hat: ``(n, m)``. Returns (mid, width), each (n,)."""
+    h = h.expand_as(p_hat)
     h_sorted, _q, (l10, l50, l90) = _crossing_lengths(h, p_hat, (0.1, 0.5, 0.9))
     hmin = h_sorted[:, 0]
     span = h_sorted[:, -1] - hmin
@@ -725,16 +741,67 @@ def _sigmoid_init(h: Tensor, p_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     mid = hmin + l50
     width = torch.maximum(l90 - l10, 0.5 * spacing)
     width = torch.minimum(width, 2.0 * span)
-    return mid, width, spacing
+    return mid, width
 
 
 def _empirical(k: Tensor, N: Tensor) -> Tensor:
+    """Empirical probabilities with a continuity correction, ``(k + 1/2) / (N + 1)``: inside (0, 1)."""
     return (k + 0.5) / (N + 1.0)
+
+
+def _wls_line(y: Tensor, w: Tensor, design: Data) -> tuple[Tensor, Tensor]:
+    """Per-device weighted least squares ``y ~ b0 + b1 u`` on the design u (:func:`_design`).
+
+    y, w: ``(n, m)`` responses and weights (0 to leave a point out). Returns (b0, b1), each
+    ``(n,)``; non-finite where a device has fewer than two distinct weighted points.
+    """
+    Y = torch.stack([w, w * y])
+    M = _moments(Y, design["u"], design.get("powers"))
+    sw, swu, swuu = M[0, 0], M[1, 0], M[2, 0]
+    swy, swuy = M[0, 1], M[1, 1]
+    det = sw * swuu - swu * swu
+    b1 = (sw * swuy - swu * swy) / det
+    b0 = (swy - b1 * swu) / sw
+    ok = (det > 1e-12 * sw * sw) & (sw > 0)
+    nan = torch.full_like(b1, math.nan)
+    return torch.where(ok, b0, nan), torch.where(ok, b1, nan)
+
+
+def _irls_update(eta: Tensor, mu: Tensor, dmu: Tensor, k: Tensor, N: Tensor, design: Data,
+                 offset: Tensor | float = 0.0) -> tuple[Tensor, Tensor]:
+    """One iteratively-reweighted least-squares (Fisher scoring) step for a binomial model whose
+    probability ``mu(eta)`` depends on the linear predictor ``eta = offset + b0 + b1 u``.
+
+    eta, mu, dmu: ``(n, m)`` predictor, probability and ``dmu/deta`` at the current estimate;
+    k, N: counts and trials. Regresses the working response ``eta - offset + (k / N - mu) /
+    dmu`` on u with weights ``N dmu^2 / (mu (1 - mu))``; points where dmu has underflowed carry
+    no weight. Returns the new (b0, b1), non-finite where the regression fails.
+    """
+    live = dmu > 1e-12
+    safe = torch.where(live, dmu, 1.0)
+    y = eta - offset + (k / N.clamp(min=1.0) - mu) / safe
+    w = torch.where(live, N * dmu * (dmu / (mu * (1.0 - mu)).clamp(min=1e-300)), 0.0)
+    return _wls_line(torch.where(live, y, 0.0), w, design)
 
 
 def _positive(x: Tensor, name: str, tiny: float = 0.0) -> None:
     if not bool((x > tiny).all()):
         raise ValueError(f"init: {name} must be positive, got minimum {x.min().item():g}")
+
+
+def _informative_binomial(k: Tensor, N: Tensor) -> Tensor:
+    has_trials = (N > 0).any(1)
+    some_yes = (k > 0).any(1)
+    some_no = (k < N).any(1)
+    return has_trials & some_yes & some_no
+
+
+def _binomial_data(h: Tensor, k: Tensor, N: Tensor) -> Data:
+    """The likelihood's data: counts, trials (a shared ``(1, m)`` row where possible) and the
+    standardised design of the amplitudes ``h`` (:func:`_design`)."""
+    h = _shared_rows(h)
+    N = _shared_rows(N)
+    return {"k": k, "N": N, "nk": N - k, **_design(h)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -753,55 +820,98 @@ def _logistic_natural(theta: Tensor, d: Data) -> Tensor:
 
 
 def _logistic_eval(theta: Tensor, d: Data, derivs: bool):
-    """Binomial NLL of :func:`logistic_depinning`; derivatives in (offset, log dx, logit a).
+    """Binomial NLL of :func:`logistic_depinning`; gradient and observed information in the
+    internal parameters (u, v, w) = (offset of x0 in units of x_scale, log dx / dx_ref, logit a).
 
-    With ``z = dx (h - x0)`` and ``s = sigmoid(z)``: ``dp/du = -a s (1 - s) dx x_scale``,
-    ``dp/dv = a s (1 - s) z``, ``dp/dw = -(1 - s) a (1 - a)``.
+    With ``eta = dx (h - x0) = b0 + b1 u_j`` (u_j: the standardised amplitudes), ``s =
+    sigmoid(eta)``, ``p = 1 - a + a s`` and ``pm = eps + c p`` (c = 1 - 2 eps): ``dp/deta = a
+    s (1 - s)``, ``dp/dw = -a (1 - a) (1 - s)``; ``deta/du = -alpha`` (alpha = dx x_scale),
+    ``deta/dv = eta``. Six per-point arrays (r and w of :func:`_binomial_core` times powers of
+    s and 1 - s) are reduced against 1, u, u^2 in one product, and the per-device factors
+    (a, a (1 - a), alpha, and b0, b1 to turn moments in u into moments in eta) applied after.
     """
     x0 = d["x0_ref"] + theta[:, 0] * d["x_scale"]
     dx = d["dx_ref"] * torch.exp(theta[:, 1])
     a = torch.sigmoid(theta[:, 2])
-    z = (d["h"] - x0[:, None]).mul_(dx[:, None])
-    s = torch.sigmoid(z)
-    # logistic_depinning with s kept, p = (1 - a) + a s, mixed with eps: pm = eps + c p.
-    pm = torch.mul(s, a[:, None]).add_((1.0 - a)[:, None]).mul_(1.0 - 2.0 * _EPS).add_(_EPS)
+    b1 = dx * d["scale"]
+    b0 = dx * (d["centre"] - x0)
+    eta = torch.mul(d["u"], b1[:, None]).add_(b0[:, None])
+    s = torch.sigmoid(eta)
+    c = 1.0 - 2.0 * _EPS
+    pm = torch.mul(s, (c * a)[:, None]).add_((_EPS + c * (1.0 - a))[:, None])
     f, r, w = _binomial_core(pm, d, derivs)
     if not derivs:
         return f, None, None
-    # dp_i = F_i b_i with per-device factors F = (-alpha a, a, -a1) and per-point b = (s1, s1 z,
-    # 1 - s); the sums over points are taken once and the factors applied per device.
-    one_s = 1.0 - s
+    one_s = torch.neg(s).add_(1.0)
     s1 = s * one_s  # sigmoid'
-    s2 = s1 * (1.0 - 2.0 * s)  # sigmoid''
-    s1z = s1 * z
-    s2z = s2 * z
-    wb0, wb1, wb2 = w * s1, w * s1z, w * one_s
-    S = _sums([(r, s1), (r, s1z), (r, one_s), (r, s2), (r, s2z), (r * s2z, z),
-               (wb0, s1), (wb0, s1z), (wb0, one_s), (wb1, s1z), (wb1, one_s), (wb2, one_s)])
-    R1, R2, R3, R4, R5, R6, W00, W01, W02, W11, W12, W22 = S.unbind(1)
-    c = 1.0 - 2.0 * _EPS
-    alpha = dx * d["x_scale"]  # -dz/du
+    Y = torch.empty((6,) + tuple(s.shape), dtype=DTYPE, device=s.device)
+    torch.mul(r, s1, out=Y[0])  # A = r s1
+    torch.mul(r, s1.mul(torch.sub(one_s, s)), out=Y[1])  # B = r s2, s2 = sigmoid''
+    torch.mul(r, one_s, out=Y[2])  # C = r (1 - s)
+    torch.mul(w, one_s, out=Y[5]).mul_(one_s)  # F = w (1 - s)^2
+    ws1 = w.mul_(s1)
+    torch.mul(ws1, s1, out=Y[3])  # D = w s1^2
+    torch.mul(ws1, one_s, out=Y[4])  # E = w s1 (1 - s)
+    M = _moments(Y, d["u"], d.get("powers"))
+    SA, SB, SD, SE = (_shift(M[:, j], b0, b1) for j in (0, 1, 3, 4))
+    SC0, SF0 = M[0, 2], M[0, 5]
+    alpha = dx * d["x_scale"]
     a1 = a * (1.0 - a)  # da/dw
     a2 = a1 * (1.0 - 2.0 * a)  # d2a/dw2
-    F0, F1, F2 = -alpha * a, a, -a1
-    g = torch.stack([-(F0 * R1), -(F1 * R2), -(F2 * R3)], dim=1) * c
-    cc = c * c
+    L_e = -c * a * SA  # sum dNLL/deta * eta^e
+    L_ee = (c * c) * a * a * SD - c * a * SB  # sum d2NLL/deta2 * eta^e
+    L_ew = -(c * c) * a * a1 * SE - c * a1 * SA  # sum d2NLL/deta dw * eta^e
+    L_w = c * a1 * SC0
+    L_ww = (c * c) * a1 * a1 * SF0 + c * a2 * SC0
+    g = torch.stack([-alpha * L_e[0], L_e[1], L_w], dim=1)
     H = _hessian({
-        (0, 0): cc * F0 * F0 * W00 - c * (a * alpha * alpha) * R4,
-        (1, 0): cc * F0 * F1 * W01 + c * (alpha * a) * (R5 + R1),
-        (2, 0): cc * F0 * F2 * W02 + c * (alpha * a1) * R1,
-        (1, 1): cc * F1 * F1 * W11 - c * a * (R6 + R2),
-        (2, 1): cc * F1 * F2 * W12 - c * a1 * R2,
-        (2, 2): cc * F2 * F2 * W22 + c * a2 * R3,
+        (0, 0): alpha * alpha * L_ee[0],
+        (1, 0): -alpha * (L_ee[1] + L_e[0]),
+        (1, 1): L_ee[2] + L_e[1],
+        (2, 0): -alpha * L_ew[0],
+        (2, 1): L_ew[1],
+        (2, 2): L_ww,
     }, 3)
     return f, g, H
 
 
-def _informative_binomial(k: Tensor, N: Tensor) -> Tensor:
-    has_trials = (N > 0).any(1)
-    some_yes = (k > 0).any(1)
-    some_no = (k < N).any(1)
-    return has_trials & some_yes & some_no
+def _logistic_start(d: Data, k: Tensor, N: Tensor, h: Tensor) -> Tensor:
+    """``(n, 3)`` start (x0, dx, a) from the empirical curve.
+
+    1. A robust first guess: the floor ``1 - a`` at the lowest empirical probability (clamped
+       to 1e-3 .. 0.5), x0 and dx from where the floor-corrected curve crosses 10, 50 and 90 %.
+    2. The floor re-estimated as the pooled fraction switched over the amplitudes well below the
+       rise (``dx (h - x0) < -4`` at the first guess), where there are any.
+    3. x0 and dx from a weighted regression of ``logit((p_hat - floor) / a)`` on h (delta-method
+       weights ``N a^2 q^2 (1 - q)^2 / (p_hat (1 - p_hat))``, q the floor-corrected probability,
+       which leave out the floor; points with no or all trials switched left out), then one
+       IRLS step (:func:`_irls_update`) with a held fixed.
+    Devices where the regression fails keep the first guess.
+    """
+    p_hat = _empirical(k, N)
+    Nb = N.expand_as(k)
+    floor = p_hat.min(1).values.clamp(1e-3, 0.5)
+    mid, width = _sigmoid_init(h, (p_hat - floor[:, None]) / (1.0 - floor[:, None]))
+    dx0, x00 = _LN81 / width, mid
+    below = (dx0[:, None] * (h - x00[:, None]) < -4.0).to(DTYPE)
+    n_below = (Nb * below).sum(1)
+    pooled = (k * below).sum(1) / n_below.clamp(min=1.0)
+    floor = torch.where(n_below > 0, pooled, floor).clamp(1e-4, 0.5)
+    a = 1.0 - floor
+    eps_q = 0.5 / (Nb + 1.0)
+    q = ((p_hat - floor[:, None]) / a[:, None]).clamp_(min=eps_q, max=1.0 - eps_q)
+    wq = Nb / (p_hat * (1.0 - p_hat)) * (a[:, None] * q * (1.0 - q)) ** 2 * ((k > 0) & (k < Nb))
+    b0, b1 = _wls_line(torch.logit(q), wq, d)
+    eta = b0[:, None] + b1[:, None] * d["u"]
+    s = torch.sigmoid(eta)
+    c0, c1 = _irls_update(eta, floor[:, None] + a[:, None] * s, a[:, None] * s * (1.0 - s), k, Nb, d)
+    step_ok = torch.isfinite(c0) & torch.isfinite(c1) & (c1 > 0)
+    b0, b1 = torch.where(step_ok, c0, b0), torch.where(step_ok, c1, b1)
+    dx = b1 / d["scale"]
+    x0 = d["centre"] - b0 / dx
+    good = torch.isfinite(dx) & torch.isfinite(x0) & (dx > 0)
+    x0, dx = torch.where(good, x0, x00), torch.where(good, dx, dx0)
+    return torch.stack([x0, dx, a], dim=1)
 
 
 def _fit_logistic(
@@ -820,29 +930,27 @@ def _fit_logistic(
 
     amplitude: ``(m,)`` field amplitudes shared by all devices, or ``(n, m)`` per device.
     switched: ``(n, m)`` number of trials that switched. trials: int, ``(m,)`` or ``(n, m)``.
-    init: None for automatic initialisation (x0 where the floor-corrected empirical curve
-    crosses one half, dx from its 10-90 % width, a from its lowest point), or a mapping of some
-    parameter names to scalars / ``(n,)`` values, or a ``(3,)`` / ``(n, 3)`` array.
+    init: None for automatic initialisation (weighted regressions on the empirical curve:
+    ``logit`` of the floor-corrected probabilities against h for x0 and dx, the floor ``1 - a``
+    from the points below the rise), or a mapping of some parameter names to scalars / ``(n,)``
+    values, or a ``(3,)`` / ``(n, 3)`` array.
     level: confidence level of the Wald intervals. A device whose maximum lies on the boundary
     (e.g. ``a = 1`` because nothing switched at low field) is reported with converged=False.
     """
     level = _check_level(level)
     h, k, N = _binomial_inputs(amplitude, "amplitude", switched, trials)
     n = k.shape[0]
-    p_hat = _empirical(k, N)
-    floor = p_hat.min(1).values.clamp(1e-3, 0.5)
-    q = (p_hat - floor[:, None]) / (1.0 - floor[:, None])
-    mid, width, _ = _sigmoid_init(h, q)
-    auto = torch.stack([mid, _LN81 / width, 1.0 - floor], dim=1)
+    data = _binomial_data(h, k, N)
+    if init is None or isinstance(init, Mapping):
+        auto = _logistic_start(data, k, data["N"], _shared_rows(h))
+    else:  # a full matrix of starting values
+        auto = torch.zeros((n, 3), dtype=DTYPE, device=k.device)
     start = _init_matrix(init, _LOGISTIC, auto)
     _positive(start[:, 1], "dx")
     if not bool(((start[:, 2] > 0) & (start[:, 2] <= 1)).all()):
         raise ValueError("init: a must lie in (0, 1]")
     a0 = start[:, 2].clamp(1e-9, 1 - 1e-9)
-    data = {
-        "h": _shared_rows(h), "k": k, "N": _shared_rows(N), "nk": N - k,
-        "x0_ref": start[:, 0], "x_scale": 1.0 / start[:, 1], "dx_ref": start[:, 1],
-    }
+    data.update({"x0_ref": start[:, 0], "x_scale": 1.0 / start[:, 1], "dx_ref": start[:, 1]})
     theta0 = torch.stack([torch.zeros(n, dtype=DTYPE, device=k.device),
                           torch.zeros(n, dtype=DTYPE, device=k.device),
                           torch.log(a0) - torch.log1p(-a0)], dim=1)
@@ -868,37 +976,64 @@ def _gaussian_natural(theta: Tensor, d: Data) -> Tensor:
 
 
 def _gaussian_eval(theta: Tensor, d: Data, derivs: bool):
-    """Binomial NLL of :func:`gaussian_depinning`; derivatives in (offset, log sigma).
+    """Binomial NLL of :func:`gaussian_depinning`; gradient and observed information in the
+    internal parameters (u, v) = (offset of h0 in units of sigma_ref, log sigma / sigma_ref).
 
-    With ``z = (h - h0) / sigma`` and the normal density ``phi``: ``dp/du = -phi(z) sigma_ref /
-    sigma``, ``dp/dv = -phi(z) z``.
+    With ``eta = (h - h0) / sigma = b0 + b1 u_j``, ``p = Phi(eta)``: ``dp/deta = phi(eta)``,
+    ``d2p/deta2 = -eta phi(eta)``; ``deta/du = -beta`` (beta = sigma_ref / sigma), ``deta/dv
+    = -eta``. Two per-point arrays are reduced against 1, u, u^2 in one product.
     """
     h0 = d["h0_ref"] + theta[:, 0] * d["sigma_ref"]
     sigma = d["sigma_ref"] * torch.exp(theta[:, 1])
-    # gaussian_depinning, p = (1 + erf((h - h0) / (sqrt(2) sigma))) / 2, mixed with eps: pm = eps + c p.
-    pm = torch.erf((d["h"] - h0[:, None]).div_(SQRT2 * sigma[:, None])).add_(1.0).mul_(0.5)
-    pm.mul_(1.0 - 2.0 * _EPS).add_(_EPS)
-    z = (d["h"] - h0[:, None]).div_(sigma[:, None])
+    b1 = d["scale"] / sigma
+    b0 = (d["centre"] - h0) / sigma
+    eta = torch.mul(d["u"], b1[:, None]).add_(b0[:, None])
+    c = 1.0 - 2.0 * _EPS
+    # gaussian_depinning, p = (1 + erf(eta / sqrt(2))) / 2, mixed with eps: pm = eps + c p.
+    pm = torch.mul(eta, 1.0 / SQRT2).erf_().mul_(0.5 * c).add_(_EPS + 0.5 * c)
     f, r, w = _binomial_core(pm, d, derivs)
     if not derivs:
         return f, None, None
-    # dp = (-beta, -1) * (phi, phi z): per-device factors out of the sums over points.
-    phi = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-    beta = d["sigma_ref"] / sigma  # -dz/du
-    phiz = phi * z
-    rphiz = r * phiz
-    wphi = w * phi
-    S = _sums([(r, phi), (r, phiz), (rphiz, z), (rphiz * z, z), (wphi, phi), (wphi, phiz), (wphi * z, phiz)])
-    R0, R1, R2, R3, W00, W01, W11 = S.unbind(1)
-    c = 1.0 - 2.0 * _EPS
-    cc = c * c
-    g = torch.stack([beta * R0, R1], dim=1) * c
+    k1 = c * _INV_SQRT_2PI
+    phi = torch.mul(eta, eta).mul_(-0.5).exp_()  # sqrt(2 pi) * density
+    Y = torch.empty((2,) + tuple(eta.shape), dtype=DTYPE, device=eta.device)
+    torch.mul(r, phi, out=Y[0])  # A: dNLL/deta = -k1 A
+    torch.mul(w.mul_(phi).mul_(k1).addcmul_(r, eta), phi, out=Y[1])  # B: d2NLL/deta2 = k1 B
+    M = _moments(Y, d["u"], d.get("powers"))
+    SA, SB = _shift(M[:, 0], b0, b1), _shift(M[:, 1], b0, b1)
+    beta = d["sigma_ref"] / sigma
+    g = torch.stack([beta * SA[0], SA[1]], dim=1) * k1
     H = _hessian({
-        (0, 0): cc * beta * beta * W00 + c * (beta * beta) * R1,
-        (1, 0): cc * beta * W01 - c * beta * (R0 - R2),
-        (1, 1): cc * W11 - c * (R1 - R3),
-    }, 2)
+        (0, 0): beta * beta * SB[0],
+        (1, 0): beta * (SB[1] - SA[0]),
+        (1, 1): SB[2] - SA[1],
+    }, 2) * k1
     return f, g, H
+
+
+def _gaussian_start(d: Data, k: Tensor, N: Tensor, h: Tensor) -> Tensor:
+    """``(n, 2)`` start (h0, sigma): weighted regression of the empirical probit
+    ``Phi^-1(p_hat)`` on h (delta-method weights ``N phi^2 / (p_hat (1 - p_hat))``; points with
+    no or all trials switched are left out: their transform only bounds the probit), then one
+    IRLS step (:func:`_irls_update`). Devices where the regression fails start from the
+    crossing points of the empirical curve instead."""
+    p_hat = _empirical(k, N)
+    y = torch.special.ndtri(p_hat)
+    w = N * torch.exp(-y * y) / (p_hat * (1.0 - p_hat)) * ((k > 0) & (k < N))
+    b0, b1 = _wls_line(y, w, d)
+    eta = b0[:, None] + b1[:, None] * d["u"]
+    c0, c1 = _irls_update(eta, 0.5 * (1.0 + torch.erf(eta / SQRT2)), torch.exp(-0.5 * eta * eta) * _INV_SQRT_2PI,
+                          k, N, d)
+    step_ok = torch.isfinite(c0) & torch.isfinite(c1) & (c1 > 0)
+    b0, b1 = torch.where(step_ok, c0, b0), torch.where(step_ok, c1, b1)
+    sigma = d["scale"] / b1
+    h0 = d["centre"] - b0 * sigma
+    good = torch.isfinite(sigma) & torch.isfinite(h0) & (sigma > 0)
+    if not bool(good.all()):
+        bad = (~good).nonzero().squeeze(1)
+        mid, width = _sigmoid_init(h if h.shape[0] == 1 else h[bad], p_hat[bad])
+        h0[bad], sigma[bad] = mid, width / _Z90
+    return torch.stack([h0, sigma], dim=1)
 
 
 def _fit_gaussian(
@@ -913,17 +1048,17 @@ def _fit_gaussian(
     """Fit :func:`~analysis.switching_laws.gaussian_depinning` to many devices at once.
 
     Parameters ``("h0", "sigma")`` in tesla. Shapes and ``init`` as in :func:`fit_logistic`;
-    the automatic initialisation takes h0 where the empirical curve crosses one half and sigma
-    from its 10-90 % width (``2 * 1.2816 * sigma``).
+    the automatic initialisation is a weighted regression of the empirical probit
+    ``Phi^-1(p_hat)`` on h (slope 1 / sigma, zero at h0).
     """
     level = _check_level(level)
     h, k, N = _binomial_inputs(amplitude, "amplitude", switched, trials)
     n = k.shape[0]
-    mid, width, _ = _sigmoid_init(h, _empirical(k, N))
-    auto = torch.stack([mid, width / _Z90], dim=1)
+    data = _binomial_data(h, k, N)
+    auto = _gaussian_start(data, k, data["N"], _shared_rows(h))
     start = _init_matrix(init, _GAUSSIAN, auto)
     _positive(start[:, 1], "sigma")
-    data = {"h": _shared_rows(h), "k": k, "N": _shared_rows(N), "nk": N - k, "h0_ref": start[:, 0], "sigma_ref": start[:, 1]}
+    data.update({"h0_ref": start[:, 0], "sigma_ref": start[:, 1]})
     theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
     domain = ((-math.inf, math.inf), (0.0, math.inf))
@@ -940,60 +1075,46 @@ _THERMAL = ("delta", "vc0")
 
 
 def _thermal_natural(theta: Tensor, d: Data) -> Tensor:
-    delta = d["delta_ref"] * torch.exp(theta[:, 0])
-    slope = d["slope_ref"] * torch.exp(theta[:, 1])  # delta / vc0, 1/V
+    delta = d["delta_ref"] * (1.0 + theta[:, 0])
+    slope = d["slope_ref"] * (1.0 + theta[:, 1])  # delta / vc0, 1/V
     return torch.stack([delta, delta / slope], dim=1)
 
 
 def _thermal_eval(theta: Tensor, d: Data, derivs: bool):
-    """Binomial NLL of :func:`thermal_switching`; derivatives in (log delta, log(delta / vc0)).
+    """Binomial NLL of :func:`thermal_switching`; gradient and observed information in the
+    internal parameters (delta / delta_ref - 1, slope / slope_ref - 1), slope = delta / vc0.
 
-    With ``eta = log(t / tau0) - delta (1 - V / vc0)`` (clamped at 30 as in the law) and
-    ``P = 1 - exp(-e^eta)``: ``dP/deta = e^eta exp(-e^eta)`` (0 where clamped),
-    ``deta/du = -delta``, ``deta/dv = (delta / vc0) V``.
+    With ``eta = log(t / tau0) - delta + slope V`` (clamped at 30 as in the law), ``rho =
+    e^eta`` and ``P = 1 - exp(-rho)``: ``dP/deta = rho (1 - P)`` (0 where clamped),
+    ``d2P/deta2 = dP/deta (1 - rho)``; ``deta/du = -delta_ref``, ``deta/dv = slope_ref V``
+    (eta is linear in the internal parameters: no second-derivative terms). Two
+    per-point arrays are reduced against 1, V, V^2 (V unstandardised: the moments in V are
+    the ones needed).
     """
-    delta = d["delta_ref"] * torch.exp(theta[:, 0])
-    slope = d["slope_ref"] * torch.exp(theta[:, 1])
-    vc0 = delta / slope
-    eta = torch.addcmul((d["log_t_tau"] - delta[:, None]), slope[:, None], d["v"])  # - delta (1 - V / vc0)
-    rate = torch.exp(eta.clamp(max=30.0))
+    delta = d["delta_ref"] * (1.0 + theta[:, 0])
+    slope = d["slope_ref"] * (1.0 + theta[:, 1])
+    eta = torch.sub(d["log_t_tau"], delta[:, None]).addcmul_(d["v"], slope[:, None]).clamp_(max=30.0)
+    rho = torch.exp(eta)
     c = 1.0 - 2.0 * _EPS
-    em = torch.neg(rate).expm1_()  # -P
+    em = torch.neg(rho).expm1_()  # -P
     pm = torch.mul(em, -c).add_(_EPS)
     f, r, w = _binomial_core(pm, d, derivs)
     if not derivs:
         return f, None, None
-    # dp = (-delta, slope) * (P', P' V) with P' = dP/deta: per-device factors out of the sums.
-    dp_eta = torch.where(eta < 30.0, em.add_(1.0).mul_(rate), 0.0)  # rate (1 - P)
-    d2p_eta = dp_eta * (1.0 - rate)
-    V = d["v"]
-    rd2 = r * d2p_eta
-    rd2v = rd2 * V
-    wd = w * dp_eta
-    wdv = wd * V
-    S = _sums([(r, dp_eta), (r * dp_eta, V), (rd2, V.new_ones(())), (rd2, V), (rd2v, V),
-               (wd, dp_eta), (wdv, dp_eta), (wdv, dp_eta * V)])
-    A0, A1, B0, B1, B2, W00, W01, W11 = S.unbind(1)
-    c = 1.0 - 2.0 * _EPS
-    cc = c * c
-    g = torch.stack([delta * A0, -(slope * A1)], dim=1) * c
+    dp = em.add_(1.0).mul_(rho)  # rho (1 - P)
+    Y = torch.empty((2,) + tuple(eta.shape), dtype=DTYPE, device=eta.device)
+    torch.mul(r, dp, out=Y[0])  # A: dNLL/deta = -c A
+    # B: d2NLL/deta2 = c B, B = dp (c w dp - r (1 - rho))
+    torch.mul(w.mul_(dp).mul_(c).sub_(rho.sub_(1.0).neg_().mul_(r)), dp, out=Y[1])
+    SA, SB = _moments(Y, d["v"], d.get("powers")).unbind(1)
+    dr, sr = d["delta_ref"], d["slope_ref"]
+    g = torch.stack([dr * SA[0], -(sr * SA[1])], dim=1) * c
     H = _hessian({
-        (0, 0): cc * delta * delta * W00 - c * (delta * delta * B0 - delta * A0),
-        (1, 0): -(cc * delta * slope * W01) + c * (delta * slope) * B1,
-        (1, 1): cc * slope * slope * W11 - c * (slope * slope * B2 + slope * A1),
-    }, 2)
+        (0, 0): dr * dr * SB[0],
+        (1, 0): -(dr * sr) * SB[1],
+        (1, 1): sr * sr * SB[2],
+    }, 2) * c
     return f, g, H
-
-
-def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row weighted least squares y = c + s x. Returns (slope, intercept)."""
-    sw = w.sum(1).clamp(min=1e-300)
-    xm = (w * x).sum(1) / sw
-    ym = (w * y).sum(1) / sw
-    sxx = (w * (x - xm[:, None]) ** 2).sum(1)
-    sxy = (w * (x - xm[:, None]) * (y - ym[:, None])).sum(1)
-    slope = sxy / sxx.clamp(min=1e-300)
-    return slope, ym - slope * xm
 
 
 def _fit_thermal(
@@ -1023,14 +1144,15 @@ def _fit_thermal(
     voltage: ``(m,)`` or ``(n, m)`` pulse voltage magnitudes (volts). width: scalar, ``(m,)`` or
     ``(n, m)`` pulse widths (seconds). switched, trials: as in :func:`fit_logistic`.
     init: None for automatic initialisation -- a weighted linear fit of
-    ``log(-log(1 - P_hat)) - log(t / tau0)`` against V, whose slope is delta / vc0 and
-    intercept -delta -- or a mapping / array as in :func:`fit_logistic`.
+    ``log(-log(1 - P_hat)) - log(t / tau0)`` against V (delta-method weights; points with no or
+    all trials switched left out), whose slope is delta / vc0 and intercept -delta, refined by
+    one IRLS step (:func:`_irls_update`) -- or a mapping / array as in :func:`fit_logistic`.
     """
     level = _check_level(level)
     device = _device_of(switched, voltage, width, trials)
     k = _counts(switched, "switched", device, 2)
     n, m = k.shape
-    w_t = _per_point(width, "width", n, m, device, allow_scalar=True)
+    w_t = _per_point_view(width, "width", n, m, device, allow_scalar=True)
     if bool((w_t <= 0).any()):
         raise ValueError(f"width: pulse widths must be positive, got minimum {w_t.min().item():g}")
     v, k, N = _binomial_inputs(voltage, "voltage", k, trials)
@@ -1042,27 +1164,43 @@ def _fit_thermal(
     if bool((tau <= 0).any()):
         raise ValueError(f"tau0: attempt time must be positive, got minimum {tau.min().item():g}")
 
+    v = _shared_rows(v)
+    N = _shared_rows(N)
+    log_t_tau = _shared_rows(torch.log(w_t / tau[:, None]))
+    data = {"k": k, "N": N, "nk": N - k, "v": v, "log_t_tau": log_t_tau}
+    if v.shape[0] == 1:
+        data["powers"] = torch.stack([torch.ones_like(v[0]), v[0], v[0] * v[0]]).unsqueeze(0)
     p_hat = _empirical(k, N)
     log1m = torch.log1p(-p_hat)
-    y = torch.log(-log1m) - torch.log(w_t / tau[:, None])
-    wts = N * (1.0 - p_hat) * log1m**2 / p_hat
-    slope, intercept = _weighted_line(v, y, wts)
+    y = torch.log(-log1m) - log_t_tau
+    wts = N * (1.0 - p_hat) * log1m**2 / p_hat * ((k > 0) & (k < N))
+    design = {"u": v, **({"powers": data["powers"]} if "powers" in data else {})}
+    intercept, slope = _wls_line(y, wts, design)
+    # One IRLS step from there: the empirical transform is biased where few trials switched or
+    # few did not; the working response at the fitted curve is not.
+    eta = (log_t_tau + intercept[:, None] + slope[:, None] * v).clamp(max=30.0)
+    rho = torch.exp(eta)
+    mu = -torch.expm1(-rho)
+    c0, c1 = _irls_update(eta, mu, rho * (1.0 - mu), k, N, design, log_t_tau)
+    step_ok = torch.isfinite(c0) & torch.isfinite(c1) & (c1 > 0) & (c0 < 0)
+    intercept, slope = torch.where(step_ok, c0, intercept), torch.where(step_ok, c1, slope)
     delta0 = -intercept
     good = torch.isfinite(slope) & torch.isfinite(delta0) & (slope > 0) & (delta0 > 0)
-    vmax = v.abs().max(1).values.clamp(min=1e-6)
+    vmax = v.abs().max(1).values.clamp(min=1e-6).expand(n)
     delta0 = torch.where(good, delta0, torch.full_like(delta0, 50.0))
     vc00 = torch.where(good, delta0 / slope.clamp(min=1e-300), 1.05 * vmax)
     auto = torch.stack([delta0, vc00], dim=1)
     start = _init_matrix(init, _THERMAL, auto)
     _positive(start[:, 0], "delta")
     _positive(start[:, 1], "vc0")
-    data = {"v": _shared_rows(v), "log_t_tau": _shared_rows(torch.log(w_t / tau[:, None])), "k": k,
-            "N": _shared_rows(N), "nk": N - k,
-            "delta_ref": start[:, 0], "slope_ref": start[:, 0] / start[:, 1]}
+    data.update({"delta_ref": start[:, 0], "slope_ref": start[:, 0] / start[:, 1]})
     theta0 = torch.zeros((n, 2), dtype=DTYPE, device=k.device)
-    box = torch.tensor([_LOG_BOX, _LOG_BOX], dtype=DTYPE, device=k.device)
+    # delta and slope between 0 and _REL_BOX times their start (a point on the bound, e.g.
+    # delta -> 0, is not an estimate).
+    lower = torch.full((2,), -1.0, dtype=DTYPE, device=k.device)
+    upper = torch.full((2,), _REL_BOX, dtype=DTYPE, device=k.device)
     domain = ((0.0, math.inf), (0.0, math.inf))
-    return _fit(_THERMAL, _thermal_eval, _thermal_natural, theta0, data, -box, box, domain,
+    return _fit(_THERMAL, _thermal_eval, _thermal_natural, theta0, data, lower, upper, domain,
                 ("natural", "natural"),
                 _binomial_const(k, N), _informative_binomial(k, N), level, max_iter)
 
@@ -1072,6 +1210,7 @@ def _fit_thermal(
 # --------------------------------------------------------------------------------------------
 
 _DWMTJ = ("i_c", "mobility", "sigma")
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 
 
 def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
@@ -1081,70 +1220,101 @@ def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
     return torch.stack([i_c, mobility, sigma], dim=1)
 
 
-def _make_dwmtj_eval(levels: int) -> EvalFn:
-    """Multinomial NLL of :func:`dwmtj_landing`; derivatives in (offset, log mobility, log sigma).
+def _dwmtj_eval(theta: Tensor, d: Data, derivs: bool):
+    """Multinomial NLL of :func:`dwmtj_landing`; gradient and observed information in the
+    internal parameters (u, v, w) = (offset of i_c in units of ic_scale, log mobility / mob_ref,
+    log sigma / sig_ref).
 
-    The landing position is ``pos = start + d`` with ``d = sign(i) mobility relu(|i| - i_c) t``;
-    the cumulative level probabilities are ``C_k = erfc(z_k) / 2``, ``z_k = (pos - k - 1/2) /
-    (sqrt(2) s)`` (s = sigma for a moving wall, 1e-6 sites otherwise). ``dC_k/dpos = -exp(-z_k^2)
-    / (sqrt(2 pi) s)``, ``dC_k/dlog s = exp(-z_k^2) z_k / sqrt(pi)``; level probabilities and
-    their derivatives are differences of consecutive ``C_k``. Information
-    ``sum N / p_l dp_l dp_l^T`` over pulses and levels (N: trials of the pulse).
+    The landing position is ``pos = start + disp``, ``disp = sign(i) mobility over t`` with
+    ``over = relu(|i| - i_c)``; the cumulative level probabilities are ``C_e = erfc(z_e) / 2``,
+    ``z_e = (pos - e - 1/2) inv``, ``inv = 1 / (sqrt(2) s)`` (s = sigma for a moving wall, 1e-6
+    sites otherwise), and the level probabilities ``p_l = C_l - C_(l-1)`` (``C_(-1) = 0``,
+    ``C_(K-1) = 1``), mixed as ``pt = (p + eps) / (1 + K eps)``. Derivatives by summation by
+    parts over the edges: ``dNLL/dz_e = kappa G_e`` with ``G_e = (R_e - R_(e+1)) exp(-z_e^2)``,
+    ``R_l = counts_l / pt_l``, kappa = 1 / (sqrt(pi) (1 + K eps)); ``dz_e/du = zu``, ``dz_e/dv
+    = zv`` (the same for every edge of a pulse) and ``dz_e/dw = -z_e`` for a moving wall. The
+    observed information is the Gauss-Newton part ``sum_l counts_l / pt_l^2 dpt_l dpt_l^T``
+    (sums over levels of W D^2, W D E, W E^2 with ``D_l``, ``E_l`` the differences of
+    ``exp(-z^2)`` and ``z exp(-z^2)`` over consecutive edges) plus the curvature of the edges
+    (sums of G z^j, j <= 3), all reduced over levels per pulse first.
     """
-    edges_np = np.arange(levels - 1, dtype=np.float64) + 0.5
+    K = d["counts"].shape[1]  # counts: (k, K, m), levels before pulses (planes of pulses are contiguous)
+    E = K - 1
+    i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
+    mob = d["mob_ref"] * torch.exp(theta[:, 1])
+    sig = d["sig_ref"] * torch.exp(theta[:, 2])
+    over = torch.sub(d["abs_i"], i_c[:, None]).clamp_(min=0.0)  # relu(|i| - i_c), amperes
+    mv = (over > 0).to(DTYPE)
+    disp = torch.mul(over, d["sign_t"]).mul_(mob[:, None])  # sites
+    inv_fixed = 1.0 / (SQRT2 * 1e-6)
+    inv = torch.mul(mv, (1.0 / (SQRT2 * sig) - inv_fixed)[:, None]).add_(inv_fixed)
+    pos = torch.add(disp, d["start"])
+    # z: (k, E, m). Clamped at +-40, where erf is +-1 and exp(-z^2) is 0 as for the exact
+    # values, which for a wall that does not move reach 1e5 and slow exp down ten-fold.
+    z = torch.sub(pos.unsqueeze(1), d["edges"]).mul_(inv.unsqueeze(1)).clamp_(-40.0, 40.0)
+    # Level probabilities as differences of erf over consecutive edges (erf = 1 below the first
+    # edge, -1 above the last): p_l = (erf(z_(l-1)) - erf(z_l)) / 2.
+    ef = torch.empty((z.shape[0], K + 1, z.shape[2]), dtype=DTYPE, device=z.device)
+    ef[:, 0] = 1.0
+    ef[:, K] = -1.0
+    torch.erf(z, out=ef[:, 1:K])
+    cK = 1.0 / (1.0 + K * _EPS)
+    pt = torch.sub(ef[:, :K], ef[:, 1:]).clamp_(min=0.0).mul_(0.5 * cK).add_(_EPS * cK)
+    counts = d["counts"]
+    f = torch.log(pt).mul_(counts).sum((1, 2)).neg_()
+    if not derivs:
+        return f, None, None
+    R = torch.div(counts, pt)  # counts / pt
+    W = R.div(pt)  # counts / pt^2
+    phi = torch.mul(z, z).neg_().exp_()  # exp(-z^2), (k, E, m)
+    G = torch.sub(R[:, :E], R[:, 1:]).mul_(phi)
+    Gz = G * z
+    SG, SGz = G.sum(1), Gz.sum(1)
+    Gz.mul_(z)
+    SGz2 = Gz.sum(1)
+    SGz3 = Gz.mul_(z).sum(1)
+    # D_l, E_l: differences over consecutive edges of phi and z phi (0 beyond the end edges).
+    pad = torch.zeros_like(ef)
+    pad[:, 1:K] = phi
+    D = torch.sub(pad[:, 1:], pad[:, :K])
+    pad[:, 1:K].mul_(z)
+    Ez = torch.sub(pad[:, 1:], pad[:, :K])
+    WD = W * D
+    Q_DD = (WD * D).sum(1)
+    Q_DE = WD.mul_(Ez).sum(1)
+    Q_EE = W.mul_(Ez).mul_(Ez).sum(1)
+    kappa = cK * _INV_SQRT_PI
+    c2 = kappa * kappa
+    # Per pulse: zu = -(mob ic_scale) zeta, zv = mob over zeta, zeta = sign(i) t inv (moving).
+    zeta = torch.mul(d["sign_t"], inv).mul_(mv)
+    T1 = torch.mul(Q_DD, c2).sub_(SGz, alpha=2.0 * kappa)
+    T2 = torch.mul(SGz2, 2.0 * kappa).sub_(Q_DE, alpha=c2).sub_(SG, alpha=kappa)
+    T3 = torch.mul(Q_EE, c2).sub_(SGz3, alpha=2.0 * kappa).add_(SGz, alpha=kappa).mul_(mv)
+    Y = torch.stack([zeta * zeta * T1, zeta * SG, zeta * T2])
+    M = _moments(Y, over, None)  # sums of Y over^j
+    S_T3, S_mvGz = T3.sum(-1), (SGz * mv).sum(-1)
+    ms = mob * d["ic_scale"]
+    g = torch.stack([-kappa * ms * M[0, 1], kappa * mob * M[1, 1], -kappa * S_mvGz], dim=1)
+    H = _hessian({
+        (0, 0): ms * ms * M[0, 0],
+        (1, 0): -(ms * mob) * M[1, 0] - kappa * ms * M[0, 1],
+        (1, 1): mob * mob * M[2, 0] + kappa * mob * M[1, 1],
+        (2, 0): -ms * M[0, 2],
+        (2, 1): mob * M[1, 2],
+        (2, 2): S_T3,
+    }, 3)
+    return f, g, H
 
-    def ev(theta: Tensor, d: Data, derivs: bool):
-        i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
-        mob = d["mob_ref"] * torch.exp(theta[:, 1])
-        sig = d["sig_ref"] * torch.exp(theta[:, 2])
-        i, t = d["i"], d["t"]
-        disp = torch.sign(i) * mob[:, None] * torch.relu(i.abs() - i_c[:, None]) * t
-        moving = disp != 0
-        spread = torch.where(moving, sig[:, None], torch.full_like(disp, 1e-6))
-        edges = torch.as_tensor(edges_np, device=theta.device)
-        z = (d["start"] + disp).unsqueeze(-1) - edges
-        z = z / (SQRT2 * spread).unsqueeze(-1)
-        cdf = 0.5 * torch.erfc(z)
-        p = cdf_to_probabilities(cdf)
-        L = levels
-        pt = (p + _EPS) / (1.0 + L * _EPS)
-        counts = d["counts"]
-        f = -(counts * torch.log(pt)).sum((-1, -2))
-        if not derivs:
-            return f, None, None
-        # dC/dz and d2C/dz2; z depends on u, v through pos and on w through s (moving walls).
-        c1 = torch.exp(-z * z) * (-1.0 / math.sqrt(math.pi))
-        c2 = c1 * z * -2.0
-        mv = moving.to(DTYPE).unsqueeze(-1)
-        inv = 1.0 / (SQRT2 * spread)
-        zu = (torch.where(moving, torch.sign(i) * (-(mob * d["ic_scale"]))[:, None] * t, torch.zeros_like(disp))
-              * inv).unsqueeze(-1)
-        zv = (disp * inv).unsqueeze(-1)
-        zw = -(z * mv)
-        c1u, c1v = c1 * zu, c1 * zv
-        dcs = [c1u, c1v, c1 * zw]
-        d2cs = {
-            (0, 0): c2 * zu * zu,
-            (1, 0): c2 * zu * zv + c1u,
-            (1, 1): c2 * zv * zv + c1v,
-            (2, 0): c2 * zu * zw - c1u,
-            (2, 1): c2 * zv * zw - c1v,
-            (2, 2): (c2 * zw - c1) * zw,
-        }
-        zero = torch.zeros_like(c1[..., :1])
-        c = 1.0 / (1.0 + L * _EPS)
-        dps = [torch.diff(dc, dim=-1, prepend=zero, append=zero) * c for dc in dcs]
-        r = counts / pt
-        g = torch.stack([-(r * dp).sum((-1, -2)) for dp in dps], dim=1)
-        H = _gram(r / pt, dps, (-1, -2))
-        for (a, b), d2 in d2cs.items():
-            hab = (r * torch.diff(d2, dim=-1, prepend=zero, append=zero)).sum((-1, -2)) * c
-            H[:, a, b] -= hab
-            if a != b:
-                H[:, b, a] -= hab
-        return f, g, H
 
-    return ev
+def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row weighted least squares y = c + s x. Returns (slope, intercept)."""
+    sw = w.sum(1).clamp(min=1e-300)
+    xm = (w * x).sum(1) / sw
+    ym = (w * y).sum(1) / sw
+    sxx = (w * (x - xm[:, None]) ** 2).sum(1)
+    sxy = (w * (x - xm[:, None]) * (y - ym[:, None])).sum(1)
+    slope = sxy / sxx.clamp(min=1e-300)
+    return slope, ym - slope * xm
 
 
 def _dwmtj_pinned(theta: Tensor, d: Data) -> Tensor:
@@ -1158,8 +1328,8 @@ def _dwmtj_pinned(theta: Tensor, d: Data) -> Tensor:
     break; i_c is held there and mobility and sigma are maximised.
     """
     i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
-    gap = (d["i"].abs() - i_c[:, None]).abs() / d["ic_scale"][:, None]
-    at_break = ((gap < 1e-6) & (d["i"] != 0)).any(1)
+    gap = (d["abs_i"] - i_c[:, None]).abs() / d["ic_scale"][:, None]
+    at_break = ((gap < 1e-6) & (d["abs_i"] != 0)).any(1)
     mask = torch.zeros_like(theta, dtype=torch.bool)
     mask[:, 0] = at_break
     return mask
@@ -1247,14 +1417,16 @@ def _fit_dwmtj_landing(
     start_p = _init_matrix(init, _DWMTJ, auto)
     _positive(start_p[:, 1], "mobility")
     _positive(start_p[:, 2], "sigma")
-    data = {"i": i, "t": t, "start": s, "counts": counts,
+    data = {"abs_i": _shared_rows(i.abs()), "sign_t": _shared_rows(torch.sign(i) * t), "start": _shared_rows(s),
+            "edges": (torch.arange(L - 1, dtype=DTYPE, device=device) + 0.5).reshape(1, L - 1, 1),
+            "counts": counts.transpose(1, 2).contiguous(),
             "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t_med),
             "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}
     theta0 = torch.zeros((n, 3), dtype=DTYPE, device=device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOG_BOX], dtype=DTYPE, device=device)
     domain = ((0.0, math.inf), (0.0, math.inf), (0.0, math.inf))
     informative = tot.sum(1) > 0
-    return _fit(_DWMTJ, _make_dwmtj_eval(levels), _dwmtj_natural, theta0, data, -box, box, domain,
+    return _fit(_DWMTJ, _dwmtj_eval, _dwmtj_natural, theta0, data, -box, box, domain,
                 ("natural", "log", "log"),
                 _multinomial_const(counts), informative, level, max_iter, _dwmtj_pinned)
 
