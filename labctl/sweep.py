@@ -47,13 +47,15 @@ from .config import (ConfigError, Name, ProtocolFile, StationConfig, Strict, loa
                      read_toml, safe_file_stem, validate)
 
 __all__ = ["INDEX", "Point", "PointTask", "SweepPlan", "aggregate", "load_sweep", "pareto_front", "plot_sweep",
-           "point_status", "read_index", "run_point", "sweep_table", "write_index", "write_tables"]
+           "point_status", "read_index", "refresh_from_files", "run_point", "sweep_table", "warm_up", "write_index",
+           "write_tables"]
 
 INDEX = "sweep.json"
 FORMAT = "labctl-sweep/1"
 SEED_AXES = ("seed", "chip_seed")
 RANGE_KEYS = {"start", "stop", "num", "log", "values"}
 MAX_POINTS = 100_000
+RECORDED = ("status", "reason", "error", "metrics", "counters", "wall_s", "file_size", "file_mtime_ns")
 STOP_CHECK_EVERY_S = 1.0  # how often a running point asks whether the sweep was stopped (a scheduler round trip)
 
 
@@ -364,7 +366,8 @@ def point_status(path: Path) -> str:
 
 
 def read_point(path: Path) -> dict[str, Any]:
-    """Status, reason, summary (metrics and counters) and wall time of a point's run file."""
+    """Status, reason, summary (metrics and counters) and wall time of a point's run file, and the
+    file's size and modification time as read (a later re-run trusts the index while they match)."""
     from . import readers
     from .store import RunReader
 
@@ -372,11 +375,50 @@ def read_point(path: Path) -> dict[str, Any]:
         events = reader.events()
         checkpoints = reader.checkpoints()
         summary = readers.read_summary(reader) if reader.exit_status() == "success" else {}
-        return {"status": reader.exit_status(),
-                "reason": next((e["reason"] for e in reversed(events) if e["kind"] == "stop"), ""),
-                "metrics": {k: v for k, v in summary.items() if k not in ("counters", "protocol")},
-                "counters": summary.get("counters", {}),
-                "wall_s": _wall_time(events, checkpoints)}
+        record = {"status": reader.exit_status(),
+                  "reason": next((e["reason"] for e in reversed(events) if e["kind"] == "stop"), ""),
+                  "metrics": {k: v for k, v in summary.items() if k not in ("counters", "protocol")},
+                  "counters": summary.get("counters", {}),
+                  "wall_s": _wall_time(events, checkpoints)}
+    return {**record, **file_stamp(path)}
+
+
+def file_stamp(path: Path) -> dict[str, int | None]:
+    """``file_size`` and ``file_mtime_ns`` of ``path`` (None when it is missing): what the index
+    records of a finished point's run file, so a re-run need not open it again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"file_size": None, "file_mtime_ns": None}
+    return {"file_size": st.st_size, "file_mtime_ns": st.st_mtime_ns}
+
+
+def warm_up(task: PointTask) -> float:
+    """Make this process ready to run points at full speed; returns the seconds it took.
+
+    One torch thread; the modules a point needs imported (labctl's run machinery, the protocol,
+    and what the protocol imports only when it is built: datasets, optimisers); the protocol of
+    ``task`` built once on its (simulated) chip and dropped. Nothing is written. A Dask worker does
+    this once, when it joins the sweep (:mod:`labctl.sweep_dask`), instead of in its first point
+    (several seconds of imports otherwise). Errors are left for the point itself to report.
+    """
+    import torch
+
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    try:
+        from . import engine, readers, runs, store  # noqa: F401  (imported once per process)
+
+        pfile = validate(ProtocolFile, task.pfile, task.source)
+        station = validate(StationConfig, task.station, f"{task.source} (station of point {task.name})")
+        if station.station.backend == "instruments":
+            return time.perf_counter() - start  # never open a real chip just to warm up
+        protocol, chip = runs.build(pfile, task.source, station, task.seed)
+        del protocol
+        runs.close_chip(chip)
+    except Exception:  # noqa: BLE001  (the point reports its own errors)
+        pass
+    return time.perf_counter() - start
 
 
 def _wall_time(events: list[dict], checkpoints: list[dict]) -> float:
@@ -452,7 +494,7 @@ def run_point(task: PointTask, *, no_new: Callable[[], bool] | None = None,
     path = Path(task.path)
     start = time.perf_counter()
     try:
-        status = point_status(path)
+        status = point_status(path)  # on the worker: the coordinator never opens a run file while it runs
         if status == "success":
             return {**record, **read_point(path)}
         if status == "damaged":
@@ -564,13 +606,16 @@ def new_index(plan: SweepPlan, out_dir: Path, previous: dict | None) -> dict[str
                                 "settings": p.settings, "station": p.station, "seed": p.seed,
                                 "status": old.get("status", "pending"), "reason": old.get("reason", ""),
                                 "error": old.get("error", ""), "metrics": old.get("metrics", {}),
-                                "counters": old.get("counters", {}), "wall_s": old.get("wall_s")})
+                                "counters": old.get("counters", {}), "wall_s": old.get("wall_s"),
+                                "file_size": old.get("file_size"), "file_mtime_ns": old.get("file_mtime_ns")})
     return index
 
 
-def update_point(index: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    entry = next(p for p in index["points"] if p["name"] == record["name"])
-    for key in ("status", "reason", "error", "metrics", "counters", "wall_s"):
+def update_point(index: dict[str, Any], record: dict[str, Any], entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """File ``record`` (what :func:`run_point` returns) into its point's entry (``entry``, or found by name)."""
+    if entry is None:
+        entry = next(p for p in index["points"] if p["name"] == record["name"])
+    for key in RECORDED:
         if key in record:
             entry[key] = record[key]
     entry["updated"] = time.time()
@@ -609,19 +654,34 @@ def write_tables(out_dir: Path, index: dict[str, Any]) -> list[Path]:
     return written
 
 
-def refresh_from_files(index: dict[str, Any], out_dir: Path) -> None:
-    """Status and final metrics of every point from its run file (the run files are the truth)."""
+def refresh_from_files(index: dict[str, Any], out_dir: Path) -> int:
+    """Status and final metrics of every point from its run file (the run files are the truth).
+
+    A point the index records as finished, whose run file has the size and modification time the
+    index recorded, is taken from the index (a finished run file is never written again); any other
+    existing run file is opened and read. Returns how many run files were opened.
+    """
+    from .store import RunFileError
+
+    opened = 0
     for entry in index["points"]:
         path = Path(out_dir) / entry["file"]
-        status = point_status(path)
-        if status == "missing":
+        stamp = file_stamp(path)
+        if stamp["file_size"] is None:  # missing
             if entry["status"] in ("success", "running"):
                 entry["status"] = "pending"
             continue
-        if status == "damaged":
-            entry.update(status="failed", error=f"{path}: damaged run file")
+        if entry["status"] == "success" and stamp["file_size"] == entry.get("file_size") \
+                and stamp["file_mtime_ns"] == entry.get("file_mtime_ns"):
             continue
-        update_point(index, {"name": entry["name"], **read_point(path)})
+        opened += 1
+        try:
+            record = read_point(path)
+        except RunFileError:
+            entry.update(status="failed", error=f"{path}: damaged run file", file_size=None, file_mtime_ns=None)
+            continue
+        update_point(index, {"name": entry["name"], **record}, entry)
+    return opened
 
 
 # ---------------------------------------------------------------------------- summaries and plots

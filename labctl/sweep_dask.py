@@ -2,9 +2,14 @@
 or one at a time in this process for stations with instruments.
 
 Each point is one Dask task, :func:`labctl.sweep.run_point`, which writes (or resumes) the point's
-ordinary run file and returns its record; the coordinator here writes the sweep index after every
-point. Dask re-runs the task of a worker that died on another worker, where it resumes the run file
-from its last checkpoint. Ctrl-C: the first stops handing out points (points not yet started return
+ordinary run file and returns its record (status, metrics, the file's size and time: read on the
+worker, which just wrote the file). Every point is submitted at once (the scheduler hands them out
+as workers free up, so a worker never waits for this process); every worker is warmed up once when
+it joins (:func:`labctl.sweep.warm_up`: imports, one torch thread) instead of in its first point.
+The coordinator here only files the records into the sweep index, rewritten atomically at most
+every ``INDEX_EVERY_S`` seconds and at the end (a crash loses nothing: the run files are the truth,
+and a re-run reads the run files the index does not vouch for). Dask re-runs the task of a worker
+that died on another worker, where it resumes the run file from its last checkpoint. Ctrl-C: the first stops handing out points (points not yet started return
 at once) and lets running ones finish; the second asks running points to abort at their next safe
 point (they resume from their last checkpoint on the next run); a third stops waiting.
 """
@@ -22,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .sweep import (SweepPlan, new_index, read_index, refresh_from_files, run_point, update_point, write_index,
-                    write_tables)
+from .sweep import (PointTask, SweepPlan, new_index, read_index, refresh_from_files, run_point, update_point,
+                    warm_up, write_index, write_tables)
 
 __all__ = ["SweepOutcome", "run_sweep"]
 
 FINISHED = "success"
+INDEX_EVERY_S = 1.0  # the index is rewritten at most this often while points finish (and at the end)
 
 
 @dataclass
@@ -37,6 +43,13 @@ class SweepOutcome:
     index: dict[str, Any]
     ran: list[str] = field(default_factory=list)  # points that ran (or resumed) in this invocation
     interrupted: bool = False
+    dashboard: str | None = None  # the Dask dashboard's address, when there was one
+    index_written: float = 0.0  # time.monotonic() of the last index write
+    finished: int = 0  # points whose status is success (kept as records arrive)
+    entries: dict[str, dict] = field(default_factory=dict)  # the index's points by name
+
+    def __post_init__(self) -> None:
+        self.entries = {p["name"]: p for p in self.index["points"]}
 
     def count(self, status: str) -> int:
         return sum(p["status"] == status for p in self.index["points"])
@@ -86,32 +99,40 @@ def run_sweep(plan: SweepPlan, out_dir: str | Path, *, scheduler: str | None = N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = new_index(plan, out_dir, read_index(out_dir))
-    refresh_from_files(index, out_dir)
+    refresh_from_files(index, out_dir)  # opens only the run files the index does not vouch for
     write_index(out_dir, index)
-    outcome = SweepOutcome(index)
+    outcome = SweepOutcome(index, index_written=time.monotonic())
     todo = [p for p in plan.points if index["points"][p.index]["status"] != FINISHED]
-    done = len(plan.points) - len(todo)
+    done = outcome.finished = len(plan.points) - len(todo)
     echo(f"sweep {plan.name}: {len(plan.points)} points ({plan.pfile.protocol.kind} on station "
          f"{plan.station.station.name}); {done} finished, {len(todo)} to run; folder {out_dir}")
-    if todo:
-        if plan.local_only or local:
-            if plan.local_only:
-                echo(f"station {plan.station.station.name} has instruments (one chip): points run one at a time "
-                     "in this process")
-            _run_here(plan, todo, out_dir, outcome, echo)
-        else:
-            _run_dask(plan, todo, out_dir, outcome, scheduler, workers, echo)
-    write_index(out_dir, index)
+    try:
+        if todo:
+            if plan.local_only or local:
+                if plan.local_only:
+                    echo(f"station {plan.station.station.name} has instruments (one chip): points run one at a "
+                         "time in this process")
+                _run_here(plan, todo, out_dir, outcome, echo)
+            else:
+                _run_dask(plan, todo, out_dir, outcome, scheduler, workers, echo)
+    finally:
+        write_index(out_dir, index)  # whatever happened, with every record received
     write_tables(out_dir, index)
     return outcome
 
 
 def _record(out_dir: Path, outcome: SweepOutcome, record: dict, total: int, echo) -> None:
-    entry = update_point(outcome.index, record)
+    """File one point's record into the index (written atomically, at most every INDEX_EVERY_S)."""
+    entry = outcome.entries[record["name"]]
+    was_finished = entry["status"] == FINISHED
+    update_point(outcome.index, record, entry)
+    outcome.finished += (entry["status"] == FINISHED) - was_finished
     if record.get("ran"):
         outcome.ran.append(record["name"])
-    write_index(out_dir, outcome.index)
-    finished = outcome.count(FINISHED)
+    if time.monotonic() - outcome.index_written >= INDEX_EVERY_S:
+        write_index(out_dir, outcome.index)
+        outcome.index_written = time.monotonic()
+    finished = outcome.finished
     what = entry["status"]
     if record.get("resumed_from") is not None:
         what += f" (resumed from step {record['resumed_from']})"
@@ -134,10 +155,54 @@ def _run_here(plan: SweepPlan, todo, out_dir: Path, outcome: SweepOutcome, echo)
 
 def _dashboard_available() -> bool:
     try:
-        import bokeh  # noqa: F401  (the Dask dashboard needs it)
+        import bokeh  # noqa: F401  (the Dask dashboard needs it: a dependency of labctl)
     except ImportError:
         return False
     return True
+
+
+def _dashboard(client, local: bool) -> str | None:
+    """The dashboard's address: the scheduler's (``client.dashboard_link``) when it serves one; for a
+    LocalCluster also only if bokeh is importable (without it the page only says to install it)."""
+    if "dashboard" not in client.scheduler_info().get("services", {}):
+        return None
+    if local and not _dashboard_available():
+        return None
+    return client.dashboard_link
+
+
+def _warm_up_plugin_class():
+    """:class:`WarmUp`, made on first use (a WorkerPlugin, so it needs distributed, which a sweep
+    run in this process does not import)."""
+    global _WARM_UP
+    if _WARM_UP is None:
+        from distributed.diagnostics.plugin import WorkerPlugin
+
+        class WarmUp(WorkerPlugin):
+            """A Dask worker plugin: :func:`labctl.sweep.warm_up` once per worker, when it joins the
+            sweep (the workers there at the start, and any that join later, such as a replacement),
+            in a thread so that the worker keeps answering the scheduler meanwhile."""
+
+            def __init__(self, task: PointTask):
+                self.task = task
+
+            async def setup(self, worker) -> None:
+                import asyncio
+
+                await asyncio.get_running_loop().run_in_executor(None, warm_up, self.task)
+
+        WarmUp.__module__, WarmUp.__qualname__ = __name__, "WarmUp"  # pickled by reference: labctl is on the workers
+        _WARM_UP = WarmUp
+    return _WARM_UP
+
+
+_WARM_UP = None
+
+
+def __getattr__(name: str):
+    if name == "WarmUp":
+        return _warm_up_plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _connect(scheduler: str | None, workers: int | None, echo):
@@ -161,11 +226,30 @@ def _connect(scheduler: str | None, workers: int | None, echo):
         return client, None
     n = workers or os.cpu_count() or 1
     # The scheduler's HTTP server (the dashboard when bokeh is installed) listens on 127.0.0.1 only.
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    # Worker processes (one thread each, so one point each) ignore SIGINT: a Ctrl-C at the terminal
+    # reaches the whole process group, and is this process's to handle (no new points, then stop
+    # the running ones at a safe point), not a KeyboardInterrupt killing the workers mid-point.
+    with _sigint_ignored_by_children():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     client = Client(cluster)
     echo(f"Dask LocalCluster: {n} worker processes, 1 thread each")
     return client, cluster
+
+
+@contextmanager
+def _sigint_ignored_by_children():
+    """SIGINT ignored while the LocalCluster starts its processes: an ignored signal stays ignored
+    across exec, and Python then installs no KeyboardInterrupt handler, so the nannies and their
+    workers (restarted ones included) never see a Ctrl-C. A Ctrl-C in these seconds is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _quiet_dask() -> None:
@@ -187,29 +271,51 @@ def _run_dask(plan: SweepPlan, todo, out_dir: Path, outcome: SweepOutcome, sched
 
     client, cluster = _connect(scheduler, workers, echo)
     try:
-        if "dashboard" not in client.scheduler_info().get("services", {}):
-            echo("Dask dashboard: none (the scheduler serves none)")
-        elif _dashboard_available():
-            echo(f"Dask dashboard: {client.dashboard_link}")
+        outcome.dashboard = _dashboard(client, local=cluster is not None)
+        if outcome.dashboard:
+            echo(f"dashboard: {outcome.dashboard}")
+        elif cluster is None:
+            echo("dashboard: none (the scheduler serves none)")
         else:
-            echo("Dask dashboard: none here (install bokeh for one)")
+            echo("dashboard: none (install bokeh for one)")
         token = uuid.uuid4().hex[:12]
         no_new, stop = Event(f"labctl-sweep-{token}-no-new", client=client), Event(f"labctl-sweep-{token}-stop",
                                                                                   client=client)
+        tasks = [(point, plan.task(point, out_dir.resolve(), no_new_event=no_new.name, stop_event=stop.name))
+                 for point in todo]
+        plugin = f"labctl-sweep-warm-up-{token}"
+        warmed = _warm_workers(client, tasks[0][1], plugin, echo)
         futures = {}
-        for point in todo:
-            task = plan.task(point, out_dir.resolve(), no_new_event=no_new.name, stop_event=stop.name)
+        for point, task in tasks:  # all at once: the scheduler queues them and hands them out
             future = client.submit(run_point, task, key=f"labctl-point-{point.name}-{token}", pure=False)
             futures[future] = point
         _collect(client, futures, no_new, stop, out_dir, outcome, len(plan.points), echo)
+        if warmed and cluster is None:  # a lab's scheduler outlives the sweep: leave no plugin behind
+            try:
+                client.unregister_worker_plugin(plugin)
+            except Exception:  # noqa: BLE001  (workers gone, scheduler closing: nothing to clean)
+                pass
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
+def _warm_workers(client, task: PointTask, name: str, echo) -> bool:
+    """Warm every worker up (:class:`WarmUp`, registered as ``name``), all at once; waits for the
+    workers there now (workers that join later warm up when they join). True if registered."""
+    start = time.perf_counter()
+    try:
+        client.register_plugin(_warm_up_plugin_class()(task), name=name)
+    except Exception as exc:  # noqa: BLE001  (an optimisation: the points still run, only slower to start)
+        echo(f"workers not warmed up ({type(exc).__name__}: {exc}); their first points import what they need")
+        return False
+    echo(f"workers warmed up in {time.perf_counter() - start:.1f} s (imports done once, one torch thread)")
+    return True
+
+
 def _collect(client, futures: dict, no_new, stop, out_dir: Path, outcome: SweepOutcome, total: int, echo) -> None:
-    from distributed import CancelledError
+    from distributed import CancelledError, wait
     from distributed.scheduler import KilledWorker
 
     interrupts = _Interrupts(echo)
@@ -234,7 +340,10 @@ def _collect(client, futures: dict, no_new, stop, out_dir: Path, outcome: SweepO
                     break
             finished = [f for f in pending if f.done()]
             if not finished:
-                time.sleep(0.1)
+                try:  # back as soon as a point finishes; every 0.2 s to look at Ctrl-C
+                    wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    pass
                 continue
             for future in finished:
                 point = pending.pop(future)

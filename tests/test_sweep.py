@@ -4,6 +4,7 @@ points run one at a time in this process; tests/test_sweep_dask.py runs them on 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -153,15 +154,63 @@ def test_every_point_is_an_ordinary_run_file_and_the_index_has_its_metrics(finis
     assert table["median_delta"].nunique() == 4
 
 
-def test_rerunning_a_finished_sweep_does_no_work(finished, capsys):
+def test_rerunning_a_finished_sweep_does_no_work(finished, capsys, monkeypatch):
+    import labctl.sweep as sweep_module
+
     path, out = finished
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
     events = {name: RunReader(out / name).events() for name in before}
+
+    def read_point(path):
+        raise AssertionError(f"{path} opened: the index vouches for it (size and time unchanged)")
+
+    monkeypatch.setattr(sweep_module, "read_point", read_point)
     assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 0
     said = capsys.readouterr().out
     assert "4 finished, 0 to run" in said and "0 ran now" in said and "LocalCluster" not in said
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == before
     assert {name: RunReader(out / name).events() for name in before} == events
+
+
+def test_the_index_is_trusted_only_while_a_run_file_is_unchanged(tmp_path):
+    """A re-run opens only the run files the index does not vouch for: a finished point whose file has
+    the size and time recorded is taken from the index; a touched or replaced file is read again."""
+    from labctl.sweep import refresh_from_files
+
+    plan = load_sweep(write(tmp_path, SMALL))
+    out = tmp_path / "out"
+    outcome = run_sweep(plan, out, local=True, echo=quiet)
+    assert outcome.complete
+    index = read_index(out)
+    assert all(p["file_size"] == (out / p["file"]).stat().st_size for p in index["points"])
+    assert refresh_from_files(index, out) == 0
+    first, second = (out / p["file"] for p in index["points"][:2])
+    stamp = first.stat().st_mtime_ns
+    os.utime(first, ns=(stamp + 10**9, stamp + 10**9))  # touched: read again, still finished
+    second.write_bytes(b"not an HDF5 file")  # replaced: read again, damaged
+    assert refresh_from_files(index, out) == 2
+    assert index["points"][0]["status"] == "success" and index["points"][0]["file_mtime_ns"] == stamp + 10**9
+    assert index["points"][1]["status"] == "failed" and "damaged run file" in index["points"][1]["error"]
+    assert refresh_from_files(index, out) == 1  # the damaged one, until it is dealt with
+    second.unlink()
+    again = run_sweep(plan, out, local=True, echo=quiet)
+    assert again.complete and again.ran == [plan.points[1].name]
+
+
+def test_the_dashboard_address_is_the_schedulers_when_it_serves_one():
+    from labctl.sweep_dask import _dashboard
+
+    class Client:
+        def __init__(self, services):
+            self.services = services
+            self.dashboard_link = "http://127.0.0.1:4321/status"
+
+        def scheduler_info(self):
+            return {"services": self.services}
+
+    assert _dashboard(Client({"dashboard": 4321}), local=False) == "http://127.0.0.1:4321/status"
+    assert _dashboard(Client({"dashboard": 4321}), local=True) == "http://127.0.0.1:4321/status"  # bokeh installed
+    assert _dashboard(Client({}), local=False) is None  # dask scheduler --no-dashboard
 
 
 def test_another_sweep_in_the_same_folder_is_refused(finished, tmp_path, capsys):

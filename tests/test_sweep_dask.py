@@ -1,17 +1,21 @@
 """``labctl sweep`` on Dask: a real scheduler and two workers on 127.0.0.1, one SIGKILLed mid-point;
 and the ``labctl sweep`` process itself SIGKILLed mid-sweep, then run again. Either way the sweep
 ends with the same final metrics per point as an undisturbed run (the killed point resumes from its
-last checkpoint). Every process started here is torn down at the end."""
+last checkpoint). A Ctrl-C at the terminal (SIGINT to the whole process group) lets the running
+point finish and starts no other. The dashboard's address is printed (LocalCluster and scheduler).
+Every process started here is torn down at the end."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +42,7 @@ settings.measurements = [1, 4]
 seed = [0, 1]
 """
 TIMING = {"wall_s", "train_time_s"}  # the only columns allowed to differ between runs
+DASHBOARD = re.compile(r"^dashboard: (http://127\.0\.0\.1:[1-9]\d*/status)$", re.M)
 
 
 def final_metrics(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +79,8 @@ def dask_cluster(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         procs.append(subprocess.Popen(_python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                              "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)),
+                                              "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                                              "--scheduler-file", str(scheduler_file)),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path))
         deadline = time.monotonic() + 30
         while not scheduler_file.exists() or not scheduler_file.read_text().strip():
@@ -117,7 +123,7 @@ def _point_being_written(out: Path, pids: list[int], timeout: float) -> tuple[Pa
 
 
 def test_worker_sigkilled_mid_point_the_sweep_completes_with_the_same_metrics(dask_cluster, sweep_file, reference,
-                                                                             tmp_path):
+                                                                             tmp_path, capsys):
     address, worker_pids = dask_cluster
     out = tmp_path / "out"
     result: dict = {}
@@ -131,6 +137,8 @@ def test_worker_sigkilled_mid_point_the_sweep_completes_with_the_same_metrics(da
         runner.join(120)
     assert not runner.is_alive()
     assert result["rc"] == 0
+    said = capsys.readouterr().out
+    assert len(DASHBOARD.findall(said)) == 1, said  # the scheduler's dashboard (a free port), said once
     assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
     table = final_metrics(sweep_table(read_index(out)))
     pd.testing.assert_frame_equal(table, reference)
@@ -172,3 +180,52 @@ def test_sweep_process_sigkilled_then_rerun_finishes_with_the_same_table(sweep_f
     assert f"{run_file.stem}: success (resumed from step" in rerun.stdout
     table = final_metrics(pd.read_parquet(out / "sweep.parquet"))
     pd.testing.assert_frame_equal(table, reference, check_dtype=False)
+
+
+def test_ctrl_c_at_the_terminal_lets_the_running_point_finish_and_starts_no_other(sweep_file, tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C: the LocalCluster's workers ignore it, the
+    running point goes on to its end, the points not started (queued on the scheduler, or on the
+    worker) are not run; exit code 1 (the sweep is not complete). Also: the dashboard is served."""
+    out = tmp_path / "out"
+    command = _python("-m", "labctl", "sweep", str(sweep_file), "--out", str(out), "--workers", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=tmp_path, start_new_session=True)  # its own process group, as at a terminal
+    lines: list[str] = []
+    collector = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+    collector.start()
+    children: list[psutil.Process] = []
+    try:
+        me = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        while not children or not DASHBOARD.search("".join(lines)):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            children = [c for c in me.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+            time.sleep(0.05)
+        dashboard = DASHBOARD.search("".join(lines)).group(1)
+        with urllib.request.urlopen(dashboard, timeout=20) as page:  # bokeh is installed: a real page
+            assert page.status == 200
+        run_file, _ = _point_being_written(out, [c.pid for c in children], timeout=60)
+        children = me.children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 1
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, f"processes left behind: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        for child in children:
+            if child.is_running():
+                child.kill()
+    collector.join(10)
+    said = "".join(lines)
+    assert "Ctrl-C: no new points" in said and "Traceback" not in said and "KeyboardInterrupt" not in said, said
+    points = {p["file"]: p for p in read_index(out)["points"]}
+    assert points[run_file.name]["status"] == "success", said  # the running point went on to its end
+    with RunReader(run_file) as run:
+        assert run.exit_status() == "success"
+    pending = [name for name, p in points.items() if p["status"] == "pending"]
+    assert len(pending) >= 2 and not any((out / name).exists() for name in pending), said  # never started
+    assert set(p["status"] for p in points.values()) <= {"success", "pending"}
+    assert not list(out.glob("*.lock"))
