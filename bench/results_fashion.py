@@ -121,6 +121,8 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 "
+                    "(to share the seeds between processes, each with its own --out)")
     ap.add_argument("--only", nargs="*", default=None, help="protocol names (default: all six)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--markdown", action="store_true", help="print the tables from --out and stop")
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
         print(markdown(res))
         return 0
     names = args.only or PROTOCOLS
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in names:
             if str(seed) in res.get(name, {}):
                 continue  # already measured: rerunning the command finishes an interrupted table

@@ -194,6 +194,9 @@ class MeanVarSettings(TrainingSettings):
     select: Literal["accuracy", "loss"] = Field(
         "accuracy", description="model selection and early stopping: mean validation accuracy over val_passes "
         "stochastic passes, or their mean validation loss (nats)")
+    complement: bool = Field(False, description="feed every layer its binary inputs and their complements "
+                             "(x, 1 - x): twice the synapses per layer, and a synapse can then count an input "
+                             "being off, as a signed weight would")
     test_measurements: list[int] = Field([], description="also test the trained model at these N (e.g. "
                                          "[1, 2, 4, 8, 16, 32, 64]) and in the continuous limit: table test/n_sweep")
 
@@ -242,11 +245,13 @@ class MeanVarTraining(ChipProtocol):
         s = settings
         self.data = reduce_data(prepare_data(s, binary=True), s.pool, s.classes)
         self.inputs, self.c = self.data.features, self.data.classes
-        #: layer sizes, e.g. [196, 100, 10]; self.d is the output layer's input width
+        #: layer sizes, e.g. [196, 100, 10]; self.fan_in: each layer's input width (doubled by
+        #: ``complement``); self.d is the output layer's
         self.sizes = [self.inputs, *s.hidden, self.c]
-        self.d = self.sizes[-2]
+        self.fan_in = [n * (2 if s.complement else 1) for n in self.sizes[:-1]]
+        self.d = self.fan_in[-1]
         self.offsets = [0]
-        for a, b in zip(self.sizes[:-1], self.sizes[1:]):
+        for a, b in zip(self.fan_in, self.sizes[1:]):
             self.offsets.append(self.offsets[-1] + a * b)
         self.synapses = self.offsets[-1]
         if self.synapses > chip.n:
@@ -274,7 +279,7 @@ class MeanVarTraining(ChipProtocol):
         self.h = torch.zeros(self.c, self.d, requires_grad=True)
         self.bias = torch.zeros(self.c, requires_grad=True)
         # hidden layers k = 0 .. L-2: (H_k, inputs_k) amplitudes, (H_k,) biases, law "x0_k", "dx_k", "a_k"
-        self.hidden_h = [torch.zeros(b, a, requires_grad=True) for a, b in zip(self.sizes[:-2], self.sizes[1:-1])]
+        self.hidden_h = [torch.zeros(b, a, requires_grad=True) for a, b in zip(self.fan_in[:-1], self.sizes[1:-1])]
         self.hidden_bias = [torch.zeros(b, requires_grad=True) for b in self.sizes[1:-1]]
         self.opt = torch.optim.Adam([self.h, self.bias, *self.hidden_h, *self.hidden_bias], lr=s.lr)
         self.law: dict[str, Tensor] = {k: torch.zeros(self.c, self.d) for k in ("x0", "dx", "a")}
@@ -391,7 +396,7 @@ class MeanVarTraining(ChipProtocol):
         # hidden layers: wider initial spread (symmetry breaking); thresholds at minus the mean
         # pre-activation over (up to) 1024 training samples, so each neuron starts on about half the time
         g2 = torch.Generator().manual_seed(self.seed + 7920)
-        a = self.data.x_train[:1024]
+        a = self.layer_input(self.data.x_train[:1024])
         with torch.no_grad():
             for k, hh in enumerate(self.hidden_h):
                 h0 = self.hidden_law[f"x0_{k}"] / s.amplitude_unit + s.hidden_init_spread * torch.randn(
@@ -399,7 +404,12 @@ class MeanVarTraining(ChipProtocol):
                 hh.copy_(h0.clamp(self.h_lo, self.h_hi))
                 mu = a @ self.probability(self.hidden_amplitude(k), k).T
                 self.hidden_bias[k].copy_(-mu.mean(0))
-                a = (mu + self.hidden_bias[k] > 0).float()
+                a = self.layer_input((mu + self.hidden_bias[k] > 0).float())
+
+    def layer_input(self, a: Tensor) -> Tensor:
+        """A layer's input pulses from binary activations ``a (B, n)``: ``a`` itself, or ``(a, 1 - a)``
+        side by side ``(B, 2n)`` with ``complement`` (differentiable: the complement's gradient is minus)."""
+        return torch.cat([a, 1.0 - a], dim=1) if self.settings.complement else a
 
     def _measure(self, x: Tensor, h_tesla: Tensor, p: Tensor, n_meas: int, on_chip: bool, offset: int = 0) -> Tensor:
         if on_chip:
@@ -420,7 +430,7 @@ class MeanVarTraining(ChipProtocol):
         cont = (s.forward == "continuous" and not on_chip) if continuous is None else continuous
         with torch.set_grad_enabled(grad):
             layers = self.layers()
-            a = x
+            a = self.layer_input(x)
             for k, (h_t, p, b, offset) in enumerate(layers):
                 if cont:
                     z = a @ p.T + b
@@ -429,7 +439,7 @@ class MeanVarTraining(ChipProtocol):
                         y = self._measure(a.detach(), h_t.detach(), p.detach(), n, on_chip, offset)
                     z = meanvar_logits(a, p, n, y, b) if grad else y + b
                 if k < len(layers) - 1:
-                    a = binary_activation(z, s.hidden_temperature)
+                    a = self.layer_input(binary_activation(z, s.hidden_temperature))
             return z
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int]:

@@ -94,7 +94,7 @@ def test_missing_files_one_line_error_and_exit_2(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("name, synapses, devices", [
     ("train-meanvar-fashion", 196 * 10, 1960),
-    ("train-meanvar-mlp-fashion", 196 * 100 + 100 * 10, 20600),
+    ("train-meanvar-mlp-fashion", 2 * 196 * 100 + 2 * 100 * 10, 41200),  # complement inputs
     ("train-kstate-fashion-insitu", 784 * 100 + 100 * 10, 79400),
     ("train-kstate-fashion-exsitu", 784 * 100 + 100 * 10, 79400),
     ("train-cluster-fashion", 100 * 784, 78400),
