@@ -33,7 +33,7 @@ import numpy as np
 from .chip import EnvelopeError
 from .config import ProtocolFile, StationConfig, load_station, validate
 from .plugins import PluginError
-from .runs import BadInput, build, close_chip, intersect_envelopes, take_lock
+from .runs import BadInput, build, close_chip, current_station_ref, intersect_envelopes, take_lock
 from .store import LIBVER, RunFileBusy, RunFileError, RunFileLock, RunReader, recover
 
 __all__ = ["DATASET", "DEFAULT_MEASUREMENTS", "Evaluation", "check_csv_target", "evaluate_run", "format_table",
@@ -151,7 +151,7 @@ def _evaluate_locked(path: Path, ns: list[int], passes: int | None, station_ref:
         arrays = {name: reader.dataset(name) for name in reader.names() if name.startswith("model/")}
     pfile = validate(ProtocolFile, attrs.get("protocol"), f"{path} (attribute 'protocol')")
     recorded = validate(StationConfig, attrs.get("station"), f"{path} (attribute 'station')")
-    current = load_station(_station_ref(path, attrs, station_ref))
+    current = load_station(current_station_ref(path, attrs, station_ref))
     station, notes = intersect_envelopes(recorded, current)
     seed = attrs.get("seed")
     protocol, chip = build(pfile, str(path), station, seed if isinstance(seed, int) else None)
@@ -175,18 +175,6 @@ def _evaluate_locked(path: Path, ns: list[int], passes: int | None, station_ref:
     return Evaluation(path, table, passes, pfile.protocol.name, pfile.protocol.kind, station.station.name,
                       str(protocol.settings.forward), notes,
                       datetime.now().astimezone().isoformat(timespec="seconds"))
-
-
-def _station_ref(path: Path, attrs: dict, station_ref: str | None) -> str:
-    """Where the station's current envelope is read from (as ``labctl resume`` does)."""
-    if station_ref:
-        return station_ref
-    ref = attrs.get("station_source") or attrs.get("station_name") or ""
-    if not isinstance(ref, str) or not ref:
-        raise BadInput(f"{path}: the run file does not say which station file it used; pass --station")
-    if ref.endswith(".toml") and not Path(ref).is_file():
-        raise BadInput(f"{path}: its station file {ref} is gone; pass --station with the station's current file")
-    return ref
 
 
 # ---------------------------------------------------------------------------- recording

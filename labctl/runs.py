@@ -278,7 +278,7 @@ def _reopen_locked(path: Path, lock: RunFileLock, station_ref: str | None) -> Re
     step, payload = latest
     pfile = validate(ProtocolFile, attrs.get("protocol"), f"{path} (attribute 'protocol')")
     recorded = validate(StationConfig, attrs.get("station"), f"{path} (attribute 'station')")
-    current = load_station(_current_station_ref(path, attrs, station_ref))
+    current = load_station(current_station_ref(path, attrs, station_ref))
     station, notes = intersect_envelopes(recorded, current)
     try:  # weights_only: a run file is data, and loading it must not run code
         state = torch.load(io.BytesIO(payload), weights_only=True)
@@ -307,12 +307,12 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def _current_station_ref(path: Path, attrs: dict, station_ref: str | None) -> str:
-    """Where the station's current envelope is read from on resume."""
+def current_station_ref(path: Path, attrs: dict, station_ref: str | None) -> str:
+    """Where the station's current envelope is read from when a run file is reopened (resume, evaluate)."""
     if station_ref:
         return station_ref
     ref = attrs.get("station_source") or attrs.get("station_name") or ""
-    if not ref:
+    if not isinstance(ref, str) or not ref:
         raise BadInput(f"{path}: the run file does not say which station file it used; pass --station")
     if ref.endswith(".toml") and not Path(ref).is_file():
         raise BadInput(f"{path}: its station file {ref} is gone; pass --station with the station's current file")
