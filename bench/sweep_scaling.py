@@ -74,7 +74,7 @@ def timed_round(plans: dict, work: Path, workers: int) -> dict[str, tuple[float,
     results = {}
     start = time.perf_counter()
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         for plan in plans.values():
             client.run(warm_up, plan.task(plan.points[0], work))
         cold = time.perf_counter() - start

@@ -34,6 +34,7 @@ __all__ = ["SweepOutcome", "run_sweep"]
 
 FINISHED = "success"
 INDEX_EVERY_S = 1.0  # the index is rewritten at most this often while points finish (and at the end)
+POLL_S = 0.05  # how often the coordinator looks for finished points and Ctrl-C
 
 
 @dataclass
@@ -315,22 +316,24 @@ def _warm_workers(client, task: PointTask, name: str, echo) -> bool:
 
 
 def _collect(client, futures: dict, no_new, stop, out_dir: Path, outcome: SweepOutcome, total: int, echo) -> None:
-    from distributed import CancelledError, wait
+    """File each point's record as its task completes (in completion order); Ctrl-C as the module says."""
+    from distributed import CancelledError, as_completed
     from distributed.scheduler import KilledWorker
 
     interrupts = _Interrupts(echo)
     pending = dict(futures)
+    completed = as_completed(futures)  # incremental: no scan of every pending point per completion
     level = 0
     with interrupts.installed():
         while pending:
             if interrupts.level != level:
                 level = interrupts.level
                 outcome.interrupted = True
-                if level == 1:
+                if level == 1:  # no new points: cancel those no worker holds; a held one returns at once
                     no_new.set()
-                    running = {key for keys in client.processing().values() for key in keys}
+                    held = {key for keys in client.processing().values() for key in keys}
                     for future in pending:
-                        if future.key not in running:
+                        if future.key not in held:
                             future.cancel()
                 elif level == 2:
                     stop.set()
@@ -338,12 +341,9 @@ def _collect(client, futures: dict, no_new, stop, out_dir: Path, outcome: SweepO
                     echo("stopped waiting: points still running in workers are left to them; run the same command "
                          "later to finish the sweep")
                     break
-            finished = [f for f in pending if f.done()]
+            finished = completed.next_batch(block=False)
             if not finished:
-                try:  # back as soon as a point finishes; every 0.2 s to look at Ctrl-C
-                    wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    pass
+                time.sleep(POLL_S)  # a worker never waits for this: every point is already submitted
                 continue
             for future in finished:
                 point = pending.pop(future)
