@@ -98,6 +98,7 @@ _FINAL_DEC = 1e-6  # below this decrement the last Newton step is taken and chec
 _MAX_ITER = 100
 _STALL_TOL = 1e-13  # relative NLL gain below which an iteration counts as no progress
 _STALL_ITERS = 5  # that many such iterations in a row: give up on the device
+_PIN_TRIES = 8  # rejected steps across a kink (damping up to ~30) before the device is held on it
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SE_MAX = 100.0  # internal-scale standard error beyond which a parameter counts as unidentified
 
@@ -333,9 +334,13 @@ NaturalFn = Callable[[Tensor, Data], Tensor]
 # (theta (k, P), data, derivatives?) -> NLL (k,), gradient (k, P), observed information
 # (k, P, P), all in the internal parameters; gradient and information are None if not asked.
 EvalFn = Callable[[Tensor, Data, bool], tuple[Tensor, Tensor | None, Tensor | None]]
-# (theta, data) of devices the optimiser gave up on -> (k, P) bool: coordinates sitting on a
-# discontinuity of the law (all False for a device that is not).
-PinnedFn = Callable[[Tensor, Data], Tensor]
+# (theta, trial, data) -> (trial, crossing): the trial point of a step shortened to end on the
+# first discontinuity of the law that it would cross, and a (k, P) bool mask of the
+# coordinates of a discontinuity that theta sits on and the (whole) step crosses.
+KinkFn = Callable[[Tensor, Tensor, Data], tuple[Tensor, Tensor]]
+# (theta, data) -> (J, k, P): points just across the nearest jumps of the law (NaN where none),
+# compared with each local maximum found (a law with jumps can have one on either side).
+AcrossFn = Callable[[Tensor, Data], Tensor]
 
 
 def _subset(data: Data, idx: Tensor) -> Data:
@@ -501,7 +506,7 @@ def _newton(
     lower: Tensor,
     upper: Tensor,
     max_iter: int,
-    frozen: Tensor | None = None,
+    kinks: KinkFn | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Damped Newton (Levenberg-Marquardt) on every device at once, with observed information.
 
@@ -529,8 +534,13 @@ def _newton(
     Only the active devices are evaluated. A device is given up (not stationary) when its
     damping exceeds 1e20, when _STALL_ITERS accepted steps in a row gain less than _STALL_TOL
     (relative), or after max_iter steps. n_iter: steps tried (evaluations after the start).
-    frozen: optional ``(n, P)`` bool; those coordinates are held fixed (zero step) and left
-    out of the stationarity test.
+
+    kinks: for a law with jumps (see :data:`KinkFn`), damped steps end on the first jump they
+    would cross, so that an iterate reaches a jump in one step rather than by a long run of
+    rejected and shortened ones. Steps from a jump across it that are rejected _PIN_TRIES
+    times (the damping growing each time) mean that the maximum is on the jump: its
+    coordinates are held there from then on (zero step, left out of the stationarity test) and
+    the others are maximised, with the damping reset.
     """
     n, P = theta0.shape
     dev = theta0.device
@@ -542,7 +552,8 @@ def _newton(
     final_ok = torch.ones(n, dtype=torch.bool, device=dev)  # the final-step shortcut is still allowed
     n_iter = torch.zeros(n, dtype=torch.int64, device=dev)
     n_slow = torch.zeros(n, dtype=torch.int64, device=dev)
-    free = None if frozen is None else (~frozen).to(DTYPE)
+    n_cross = torch.zeros(n, dtype=torch.int64, device=dev)  # rejected steps across a kink
+    held = torch.zeros((n, P), dtype=torch.bool, device=dev)  # coordinates held on a kink
 
     for _ in range(max_iter):
         idx = active.nonzero().squeeze(1)
@@ -551,8 +562,8 @@ def _newton(
         fi, gi, Hi, th = f[idx], g[idx], H[idx], theta[idx]
         finite = torch.isfinite(fi) & torch.isfinite(gi).all(1) & torch.isfinite(Hi).all((1, 2))
         gi = torch.where(finite[:, None], gi, 0.0)
-        if free is not None:
-            fr = free[idx]
+        if kinks is not None and bool(held.any()):
+            fr = (~held[idx]).to(DTYPE)
             gi = gi * fr
             Hi = Hi * fr[:, :, None] * fr[:, None, :] + torch.diag_embed(1.0 - fr)
 
@@ -591,12 +602,23 @@ def _newton(
         lam_s = lam[gl]
         step, ok = _pd_solve(Hs + lam_s[:, None, None] * torch.diag_embed(scale), -gs)
         trial = torch.minimum(torch.maximum(th[sel] + step, lower), upper)
-        f_new, g_new, H_new = ev(trial, _subset(data, gl), True)
+        data_s = _subset(data, gl)
+        if kinks is not None:
+            trial, crossing = kinks(th[sel], trial, data_s)
+        f_new, g_new, H_new = ev(trial, data_s, True)
         n_iter[gl] += 1
         good = ok & torch.isfinite(f_new) & (f_new <= fs)
         won = gl[good]
         theta[won], f[won], g[won], H[won] = trial[good], f_new[good], g_new[good], H_new[good]
         lam_s = torch.where(good, lam_s / 5.0, (lam_s * 8.0).clamp(min=1e-3))
+        if kinks is not None:
+            # Steps across the kink the device sits on rejected _PIN_TRIES times (with growing
+            # damping; steps along the kink in between may succeed): the maximum is on the
+            # kink. Hold it there.
+            n_cross[gl] += crossing.any(1) & ~good
+            pin = (n_cross[gl] >= _PIN_TRIES) & crossing.any(1) & ~good
+            held[gl[pin]] |= crossing[pin]
+            lam_s = torch.where(pin, 0.0, lam_s)
         lam[gl] = lam_s
         # A device that cannot make progress is given up: its damping has exploded, or its
         # accepted steps have gained less than _STALL_TOL (relative) _STALL_ITERS times in a row
@@ -623,7 +645,8 @@ def _fit(
     informative: Tensor,
     level: float,
     max_iter: int,
-    pinned: PinnedFn | None = None,
+    kinks: KinkFn | None = None,
+    across: AcrossFn | None = None,
 ) -> FitResult:
     n, P = theta0.shape
     dev = theta0.device
@@ -636,25 +659,34 @@ def _fit(
         )
     bad0 = ~torch.isfinite(theta0).all(1)
     theta0 = torch.where(bad0[:, None], torch.zeros_like(theta0), theta0)
-    theta, stationary, n_iter, f, H = _newton(ev, theta0, data, lower, upper, max_iter)
+    theta, stationary, n_iter, f, H = _newton(ev, theta0, data, lower, upper, max_iter, kinks)
     bad = ~torch.isfinite(theta).all(1)
     if bool(bad.any()):
         theta = torch.where(bad[:, None], theta0, theta)
         f[bad], _g, H[bad] = ev(theta[bad], _subset(data, bad.nonzero().squeeze(1)), True)
+    if across is not None:
+        # A law with jumps: a local maximum may be beaten by a point just across the nearest
+        # jump. Where one is, Newton goes on from the best such point.
+        idx = stationary.nonzero().squeeze(1)
+        sub = _subset(data, idx)
+        points = across(theta[idx], sub)
+        best_f, best = f[idx].clone(), torch.full((idx.numel(),), -1, dtype=torch.int64, device=dev)
+        for j, pt in enumerate(points):
+            live = torch.isfinite(pt).all(1)
+            fj = torch.full_like(best_f, math.inf)
+            if bool(live.any()):
+                fj[live] = ev(pt[live], _subset(sub, live.nonzero().squeeze(1)), False)[0]
+            better = fj < best_f
+            best_f, best = torch.where(better, fj, best_f), torch.where(better, j, best)
+        moved = best >= 0
+        if bool(moved.any()):
+            go, pick = idx[moved], best[moved]
+            th2 = points[pick, moved.nonzero().squeeze(1)]
+            th2, st2, it2, f2, H2 = _newton(ev, th2, _subset(data, go), lower, upper, max_iter, kinks)
+            theta[go], stationary[go], f[go], H[go] = th2, st2, f2, H2
+            n_iter[go] += it2
 
-    if pinned is not None:
-        # Devices stuck against a discontinuity of the law: hold the pinned coordinates where
-        # they are and maximise over the others.
-        idx = (~stationary).nonzero().squeeze(1)
-        if idx.numel():
-            mask = pinned(theta[idx], _subset(data, idx))
-            sel = mask.any(1)
-            idx, mask = idx[sel], mask[sel]
-            if idx.numel():
-                th2, st2, it2, f2, H2 = _newton(ev, theta[idx], _subset(data, idx), lower, upper, max_iter, mask)
-                theta[idx], stationary[idx], f[idx], H[idx] = th2, st2, f2, H2
-                n_iter[idx] += it2
-    # Covariance: inverse expected Fisher information at the estimate, by the delta method.
+    # Covariance: inverse observed Fisher information at the estimate, by the delta method.
     eye = torch.eye(P, dtype=DTYPE, device=dev)
     finite_h = torch.isfinite(H).all((1, 2))
     H = torch.where(finite_h[:, None, None], H, eye.expand_as(H))
@@ -1211,6 +1243,9 @@ def _fit_thermal(
 
 _DWMTJ = ("i_c", "mobility", "sigma")
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_INV_STILL = 1.0 / (SQRT2 * 1e-6)  # 1 / (sqrt(2) spread) of a wall that does not move: spread 1e-6 sites
+_Z_MAX = 26.0  # |z| clamp: erf(z) is +-1 from |z| = 6 and exp(-z^2) stays above exp's slow underflow path
+_KINK_TINY = 1e-9  # sites of displacement (at the median width) by which a step stops short of a kink
 
 
 def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
@@ -1221,14 +1256,31 @@ def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
 
 
 def _dwmtj_eval(theta: Tensor, d: Data, derivs: bool):
+    """Multinomial NLL of :func:`dwmtj_landing` with gradient and observed information (see
+    :func:`_dwmtj_eval_rows`), over slices of at most ``_CHUNK_CELLS`` counts: the landing fit
+    iterates on large chunks of devices (few rounds of per-iteration overhead) but evaluates
+    them in cache-sized slices."""
+    k, K, m = d["counts"].shape
+    rows = max(1, _CHUNK_CELLS // (K * m))
+    if k <= rows:
+        return _dwmtj_eval_rows(theta, d, derivs)
+    parts = [_dwmtj_eval_rows(theta[lo:lo + rows], _slice(d, lo, lo + rows), derivs) for lo in range(0, k, rows)]
+    f = torch.cat([p[0] for p in parts])
+    if not derivs:
+        return f, None, None
+    return f, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+
+
+def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
     """Multinomial NLL of :func:`dwmtj_landing`; gradient and observed information in the
     internal parameters (u, v, w) = (offset of i_c in units of ic_scale, log mobility / mob_ref,
     log sigma / sig_ref).
 
-    The landing position is ``pos = start + disp``, ``disp = sign(i) mobility over t`` with
-    ``over = relu(|i| - i_c)``; the cumulative level probabilities are ``C_e = erfc(z_e) / 2``,
-    ``z_e = (pos - e - 1/2) inv``, ``inv = 1 / (sqrt(2) s)`` (s = sigma for a moving wall, 1e-6
-    sites otherwise), and the level probabilities ``p_l = C_l - C_(l-1)`` (``C_(-1) = 0``,
+    The landing position is ``pos = start + disp`` (sites), ``disp = sign(i) mobility over t``
+    with ``over = relu(|i| - i_c)`` (amperes); the cumulative level probabilities are ``C_e =
+    erfc(z_e) / 2``, ``z_e = (pos - e - 1/2) inv``, ``inv = 1 / (sqrt(2) s)`` (s = sigma for a
+    moving wall, 1e-6 sites otherwise; z clamped at +-_Z_MAX, where the probabilities are
+    exactly 0 or 1), and the level probabilities ``p_l = C_l - C_(l-1)`` (``C_(-1) = 0``,
     ``C_(K-1) = 1``), mixed as ``pt = (p + eps) / (1 + K eps)``. Derivatives by summation by
     parts over the edges: ``dNLL/dz_e = kappa G_e`` with ``G_e = (R_e - R_(e+1)) exp(-z_e^2)``,
     ``R_l = counts_l / pt_l``, kappa = 1 / (sqrt(pi) (1 + K eps)); ``dz_e/du = zu``, ``dz_e/dv
@@ -1238,61 +1290,59 @@ def _dwmtj_eval(theta: Tensor, d: Data, derivs: bool):
     ``exp(-z^2)`` and ``z exp(-z^2)`` over consecutive edges) plus the curvature of the edges
     (sums of G z^j, j <= 3), all reduced over levels per pulse first.
     """
-    K = d["counts"].shape[1]  # counts: (k, K, m), levels before pulses (planes of pulses are contiguous)
+    counts = d["counts"]  # (k, K, m), levels before pulses (planes of pulses are contiguous)
+    k, K, m = counts.shape
     E = K - 1
     i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
     mob = d["mob_ref"] * torch.exp(theta[:, 1])
     sig = d["sig_ref"] * torch.exp(theta[:, 2])
     over = torch.sub(d["abs_i"], i_c[:, None]).clamp_(min=0.0)  # relu(|i| - i_c), amperes
-    mv = (over > 0).to(DTYPE)
-    disp = torch.mul(over, d["sign_t"]).mul_(mob[:, None])  # sites
-    inv_fixed = 1.0 / (SQRT2 * 1e-6)
-    inv = torch.mul(mv, (1.0 / (SQRT2 * sig) - inv_fixed)[:, None]).add_(inv_fixed)
-    pos = torch.add(disp, d["start"])
-    # z: (k, E, m). Clamped at +-40, where erf is +-1 and exp(-z^2) is 0 as for the exact
-    # values, which for a wall that does not move reach 1e5 and slow exp down ten-fold.
-    z = torch.sub(pos.unsqueeze(1), d["edges"]).mul_(inv.unsqueeze(1)).clamp_(-40.0, 40.0)
+    mv = over > 0
+    inv = torch.where(mv, (1.0 / (SQRT2 * sig))[:, None], _INV_STILL)
+    pos_inv = torch.mul(over, d["sign_t"]).mul_(mob[:, None]).add_(d["start"]).mul_(inv)  # pos * inv
+    z = torch.empty((k, E, m), dtype=DTYPE, device=counts.device)
+    for e in range(E):
+        torch.add(pos_inv, inv, alpha=-(e + 0.5), out=z[:, e])
+    z.clamp_(-_Z_MAX, _Z_MAX)
     # Level probabilities as differences of erf over consecutive edges (erf = 1 below the first
-    # edge, -1 above the last): p_l = (erf(z_(l-1)) - erf(z_l)) / 2.
-    ef = torch.empty((z.shape[0], K + 1, z.shape[2]), dtype=DTYPE, device=z.device)
-    ef[:, 0] = 1.0
-    ef[:, K] = -1.0
-    torch.erf(z, out=ef[:, 1:K])
+    # edge, -1 above the last), scaled and mixed: pt_l = cK (erf(z_(l-1)) - erf(z_l)) / 2 + cK eps.
+    # (erf is monotone, so no difference is negative beyond rounding, far below eps.)
     cK = 1.0 / (1.0 + K * _EPS)
-    pt = torch.sub(ef[:, :K], ef[:, 1:]).clamp_(min=0.0).mul_(0.5 * cK).add_(_EPS * cK)
-    counts = d["counts"]
+    ef = torch.empty((k, K + 1, m), dtype=DTYPE, device=counts.device)
+    ef[:, 0] = 0.5 * cK
+    ef[:, K] = -0.5 * cK
+    torch.erf(z, out=ef[:, 1:K]).mul_(0.5 * cK)
+    pt = torch.sub(ef[:, :K], ef[:, 1:]).add_(_EPS * cK)
     f = torch.log(pt).mul_(counts).sum((1, 2)).neg_()
     if not derivs:
         return f, None, None
     R = torch.div(counts, pt)  # counts / pt
-    W = R.div(pt)  # counts / pt^2
+    W = torch.div(R, pt, out=pt)  # counts / pt^2
     phi = torch.mul(z, z).neg_().exp_()  # exp(-z^2), (k, E, m)
     G = torch.sub(R[:, :E], R[:, 1:]).mul_(phi)
-    Gz = G * z
-    SG, SGz = G.sum(1), Gz.sum(1)
-    Gz.mul_(z)
-    SGz2 = Gz.sum(1)
+    SG = G.sum(1)
+    Gz = G.mul_(z)
+    SGz = Gz.sum(1)
+    SGz2 = Gz.mul_(z).sum(1)
     SGz3 = Gz.mul_(z).sum(1)
     # D_l, E_l: differences over consecutive edges of phi and z phi (0 beyond the end edges).
-    pad = torch.zeros_like(ef)
-    pad[:, 1:K] = phi
-    D = torch.sub(pad[:, 1:], pad[:, :K])
-    pad[:, 1:K].mul_(z)
-    Ez = torch.sub(pad[:, 1:], pad[:, :K])
+    D = _edge_differences(phi, ef)
+    Ez = _edge_differences(phi.mul_(z), R)
     WD = W * D
-    Q_DD = (WD * D).sum(1)
+    Q_DD = D.mul_(WD).sum(1)
     Q_DE = WD.mul_(Ez).sum(1)
     Q_EE = W.mul_(Ez).mul_(Ez).sum(1)
     kappa = cK * _INV_SQRT_PI
     c2 = kappa * kappa
     # Per pulse: zu = -(mob ic_scale) zeta, zv = mob over zeta, zeta = sign(i) t inv (moving).
-    zeta = torch.mul(d["sign_t"], inv).mul_(mv)
+    mvf = mv.to(DTYPE)
+    zeta = torch.mul(d["sign_t"], inv).mul_(mvf)
     T1 = torch.mul(Q_DD, c2).sub_(SGz, alpha=2.0 * kappa)
     T2 = torch.mul(SGz2, 2.0 * kappa).sub_(Q_DE, alpha=c2).sub_(SG, alpha=kappa)
-    T3 = torch.mul(Q_EE, c2).sub_(SGz3, alpha=2.0 * kappa).add_(SGz, alpha=kappa).mul_(mv)
+    T3 = torch.mul(Q_EE, c2).sub_(SGz3, alpha=2.0 * kappa).add_(SGz, alpha=kappa).mul_(mvf)
     Y = torch.stack([zeta * zeta * T1, zeta * SG, zeta * T2])
     M = _moments(Y, over, None)  # sums of Y over^j
-    S_T3, S_mvGz = T3.sum(-1), (SGz * mv).sum(-1)
+    S_T3, S_mvGz = T3.sum(-1), (SGz * mvf).sum(-1)
     ms = mob * d["ic_scale"]
     g = torch.stack([-kappa * ms * M[0, 1], kappa * mob * M[1, 1], -kappa * S_mvGz], dim=1)
     H = _hessian({
@@ -1306,6 +1356,145 @@ def _dwmtj_eval(theta: Tensor, d: Data, derivs: bool):
     return f, g, H
 
 
+def _edge_differences(x: Tensor, out: Tensor) -> Tensor:
+    """``x_(l-1) - x_l`` for the levels l = 0 .. K-1 of per-edge values ``x`` ``(k, K-1, m)``,
+    with ``x = 0`` beyond the end edges, written into ``out[:, :K]`` (a free ``(k, >= K, m)``
+    buffer) and returned."""
+    E = x.shape[1]
+    D = out[:, :E + 1]
+    torch.neg(x[:, 0], out=D[:, 0])
+    torch.sub(x[:, :E - 1], x[:, 1:], out=D[:, 1:E])
+    D[:, E] = x[:, E - 1]
+    return D
+
+
+def _slice(d: Data, lo: int, hi: int) -> Data:
+    """Rows lo:hi (views) of every per-device entry of ``d``; shared (leading 1) entries as they are."""
+    return {key: v if v.shape[0] == 1 else v[lo:hi] for key, v in d.items()}
+
+
+def _dwmtj_kinks(theta: Tensor, trial: Tensor, d: Data) -> tuple[Tensor, Tensor]:
+    """The landing law's kinks in i_c for :func:`_newton` (see :data:`KinkFn`).
+
+    The law jumps where i_c crosses a pulse-current magnitude ``b = |i_j|``: at ``i_c >= b``
+    pulse j leaves the wall where it is; just below, the wall moves a vanishing distance but
+    lands with spread sigma. A step that would carry i_c across such a break is shortened
+    (all coordinates in proportion) to end on it: at ``b + tiny`` coming from above (the wall
+    stays), at ``b - tiny`` coming from below (tiny = _KINK_TINY sites of displacement, i_c
+    units ic_scale). A step from a break (within 2 tiny) across it is left whole and reported
+    in ``crossing`` (column 0).
+    """
+    scale = d["ic_scale"]
+    i_c = d["ic_ref"] + theta[:, 0] * scale
+    i_t = d["ic_ref"] + trial[:, 0] * scale
+    b = d["breaks"]  # (1 or k, m): |i_j|, inf for i_j = 0
+    tiny = (_KINK_TINY * scale)[:, None]
+    ic, it = i_c[:, None], i_t[:, None]
+    down = it < ic
+    crossed = torch.where(down, (it < b) & (b <= ic), (ic < b) & (b <= it))
+    on = (b - ic).abs() <= 2.0 * tiny
+    ahead = crossed & ~on
+    first = torch.where(down, torch.where(ahead, b, -math.inf).amax(1, keepdim=True) + tiny,
+                        torch.where(ahead, b, math.inf).amin(1, keepdim=True) - tiny)
+    clip = torch.isfinite(first)
+    alpha = torch.where(clip, (first - ic) / torch.where(clip, it - ic, 1.0), 1.0)
+    trial = torch.where(clip, theta + alpha * (trial - theta), trial)
+    crossing = torch.zeros_like(theta, dtype=torch.bool)
+    crossing[:, 0] = (crossed & on).any(1)
+    return trial, crossing
+
+
+def _dwmtj_across(theta: Tensor, d: Data) -> Tensor:
+    """``(2, k, 3)``: theta with i_c moved just across one of the two breaks bounding its piece
+    (see :func:`_dwmtj_kinks`), where that can raise the likelihood beyond the local maximum
+    theta; NaN elsewhere.
+
+    Below the highest break at or under i_c (the wall moves a vanishing distance there) where
+    that break's pulse moved the wall in some trials (i_c at or above it gives those trials
+    probability 0); onto the lowest break above i_c (the wall stays) where that pulse left the
+    wall at its start in every trial (the likelihood jumps up there).
+    """
+    scale = d["ic_scale"]
+    i_c = d["ic_ref"] + theta[:, 0] * scale
+    b = d["breaks"]
+    tiny = _KINK_TINY * scale
+    on_or_below = b <= (i_c + 2.0 * tiny)[:, None]
+    low = torch.where(on_or_below, b, -math.inf).amax(1)
+    high = torch.where(~on_or_below, b, math.inf).amin(1)
+    low = torch.where(low >= d["moved_below"], low - tiny, math.nan)
+    high = torch.where(high < d["moved_below"], high + tiny, math.nan)
+    out = theta.expand(2, -1, -1).clone()
+    for j, target in enumerate((low, high)):
+        out[j, :, 0] = torch.where(torch.isfinite(target), (target - d["ic_ref"]) / scale, math.nan)
+    return out
+
+
+def _dwmtj_start(ct: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    """``(n, 3)`` start (i_c, mobility, sigma) from the fractions of landings beyond each edge.
+
+    At a pulse that moves the wall, the fraction of trials landing beyond edge e (``level >
+    e``) is ``Phi((pos - e - 1/2) / sigma)``, ``pos = s + sign(i) t (mobility |i| -
+    mobility i_c)``, so its probit ``q`` obeys ``sign(i) t |i| a - sign(i) t b - sigma q = e +
+    1/2 - s``: linear in (a, b, sigma) = (mobility, mobility i_c, sigma). A weighted least-squares
+    fit of that over the (pulse, edge) pairs that split the trials (some landed beyond the edge,
+    some not; continuity-corrected fractions, delta-method weights ``N phi(q)^2 / (F (1 -
+    F))``) is within about a standard error of the maximum. ct: ``(n, K, m)`` counts;
+    abs_i, sign_t (``sign(i) t``), s: ``(1 or n, m)``. Returns (start, ok), ok False where
+    fewer than three independent pairs (or a non-positive mobility or sigma) leave the fit
+    undetermined.
+    """
+    n, K, m = ct.shape
+    N = ct.sum(1)
+    above = N[:, None] - ct.cumsum(1)[:, :K - 1]  # (n, E, m): trials landing beyond edge e
+    dev, e, j = (above > 0).logical_and_(above < N[:, None]).nonzero().unbind(1)
+    Nj = N[dev, j]
+    F = (above[dev, e, j] + 0.5) / (Nj + 1.0)
+    q = torch.special.ndtri(F)
+    w = Nj * torch.exp(-q * q) / (F * (1.0 - F))
+    # Regressors in units of sites: t and |i| relative to the largest of the device's grid.
+    t_ref = sign_t.abs().amax(1).expand(n)
+    i_ref = abs_i.amax(1).clamp(min=1e-300).expand(n)
+    st = sign_t.expand(n, m)[dev, j] / t_ref[dev]
+    X = torch.stack([st * (abs_i.expand(n, m)[dev, j] / i_ref[dev]), -st, -q, e + 0.5 - s.expand(n, m)[dev, j]], 1)
+    A = torch.zeros((n, 16), dtype=DTYPE, device=ct.device)
+    A.index_add_(0, dev, (X[:, :, None] * (X * w[:, None])[:, None, :]).reshape(-1, 16))
+    A = A.reshape(n, 4, 4)
+    sol, pd = _pd_solve(A[:, :3, :3], A[:, :3, 3])
+    a, b, sigma = sol.unbind(1)
+    mob = a / (t_ref * i_ref)
+    i_c = i_ref * b / a
+    ok = pd & (a > 0) & (sigma > 0) & torch.isfinite(i_c)
+    return torch.stack([i_c, mob, sigma.clamp(1e-3, 10.0)], dim=1), ok
+
+
+def _dwmtj_rough_start(ct: Tensor, i: Tensor, t: Tensor, s: Tensor) -> Tensor:
+    """``(n, 3)`` start (i_c, mobility, sigma) for devices :func:`_dwmtj_start` cannot place: a
+    weighted linear fit of the mean displacement per unit width against ``|i|`` over pulses
+    that moved the wall and did not saturate at an end level (slope = mobility, intercept =
+    -mobility i_c), sigma from the spread of landing levels; half the largest current and a
+    mobility reaching the middle level where even that fails. ct: ``(n, K, m)``; i, t, s:
+    ``(n, m)``."""
+    K = ct.shape[1]
+    lv = torch.arange(K, dtype=DTYPE, device=ct.device)[:, None]
+    tot = ct.sum(1)
+    safe = tot.clamp(min=1)
+    mean = (ct * lv).sum(1) / safe
+    var = (ct * (lv - mean[:, None]) ** 2).sum(1) / safe
+    disp = (mean - s) * torch.sign(i)
+    use = (tot > 0) & (disp > 0.3) & (mean >= 0.6) & (mean <= K - 1.6) & (i != 0)
+    wts = tot * use
+    slope, intercept = _weighted_line(i.abs(), disp / t, wts)
+    t_med = t.median(1).values
+    imax = i.abs().max(1).values.clamp(min=1e-300)
+    good = (use.sum(1) >= 2) & torch.isfinite(slope) & (slope > 0) & torch.isfinite(intercept)
+    ic0 = torch.where(good, -intercept / slope.clamp(min=1e-300), 0.5 * imax)
+    ic0 = torch.where(good & (ic0 < imax), ic0, 0.5 * imax)
+    mob0 = torch.where(good, slope, (K - 1) / (2.0 * t_med * (imax - ic0).clamp(min=1e-300)))
+    sig_var = (var * wts).sum(1) / wts.sum(1).clamp(min=1e-300)
+    sig0 = torch.where(wts.sum(1) > 0, sig_var.sqrt(), torch.full_like(sig_var, 0.3)).clamp(0.1, 2.0)
+    return torch.stack([ic0, mob0, sig0], dim=1)
+
+
 def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row weighted least squares y = c + s x. Returns (slope, intercept)."""
     sw = w.sum(1).clamp(min=1e-300)
@@ -1315,24 +1504,6 @@ def _weighted_line(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     sxy = (w * (x - xm[:, None]) * (y - ym[:, None])).sum(1)
     slope = sxy / sxx.clamp(min=1e-300)
     return slope, ym - slope * xm
-
-
-def _dwmtj_pinned(theta: Tensor, d: Data) -> Tensor:
-    """Coordinates of devices whose i_c sits on a pulse-current magnitude.
-
-    At ``i_c = |i_j|`` pulse j leaves the wall where it is (one-hot), while for i_c just below
-    it the wall moves by a vanishing distance but lands with spread sigma: the likelihood jumps
-    there. If the data favour an i_c on the far side of such a jump, the damped Newton steps
-    are all rejected and the iterate comes to rest on the break (within 1e-6 of a site of
-    displacement). The maximum of the likelihood is then at (or arbitrarily close to) the
-    break; i_c is held there and mobility and sigma are maximised.
-    """
-    i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
-    gap = (d["abs_i"] - i_c[:, None]).abs() / d["ic_scale"][:, None]
-    at_break = ((gap < 1e-6) & (d["abs_i"] != 0)).any(1)
-    mask = torch.zeros_like(theta, dtype=torch.bool)
-    mask[:, 0] = at_break
-    return mask
 
 
 def _fit_dwmtj_landing(
@@ -1355,18 +1526,19 @@ def _fit_dwmtj_landing(
     current: ``(m,)`` or ``(n, m)`` pulse currents (amperes, signed). width: scalar, ``(m,)`` or
     ``(n, m)`` pulse widths (seconds). level_counts: ``(n, m, levels)`` number of trials that
     landed on each level. start: level before each pulse -- int, or array broadcastable to
-    ``(n, m)``. init: None for automatic initialisation -- a weighted linear fit of the mean
-    displacement per unit width against ``|i|`` over pulses that moved the wall and did not
-    saturate at an end level (slope = mobility, intercept = -mobility * i_c), sigma from the
-    spread of landing levels -- or a mapping / array as in :func:`fit_logistic`.
+    ``(n, m)``. init: None for automatic initialisation -- a weighted linear fit of the probits
+    of the fractions landing beyond each level edge (:func:`_dwmtj_start`), with i_c kept
+    below the smallest current that moved the wall -- or a mapping / array as in
+    :func:`fit_logistic`.
 
     The law is discontinuous in i_c where i_c crosses a pulse-current magnitude (below
     threshold the wall stays put; just above it, it lands with spread sigma), so i_c is
     identified by the pulses above threshold, and the Wald interval for i_c assumes that the
-    sweep has several of them. When the maximum lies on such a break (a few percent of devices
-    in a sweep of ~20 currents), i_c is held on the break, mobility and sigma are maximised,
-    and the device counts as converged; its i_c interval comes from the local curvature, which
-    in simulation still gives close to nominal coverage.
+    sweep has several of them. Newton steps stop on such a break rather than cross it; when
+    the maximum lies on one (a few devices in a thousand in a sweep of ~25 currents), i_c is
+    held on the break, mobility and sigma are maximised, and the device counts as converged;
+    its i_c interval comes from the local curvature, which in simulation still gives close to
+    nominal coverage.
     """
     level = _check_level(level)
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
@@ -1379,48 +1551,42 @@ def _fit_dwmtj_landing(
         raise ValueError(f"level_counts: expected last dimension = levels = {levels}, got shape {tuple(counts.shape)}")
     if m == 0:
         raise ValueError("level_counts: expected at least one pulse per device (m >= 1), got m = 0")
-    i = _per_point(current, "current", n, m, device)
-    t = _per_point(width, "width", n, m, device, allow_scalar=True)
+    i = _per_point_view(current, "current", n, m, device, False)
+    t = _per_point_view(width, "width", n, m, device, allow_scalar=True)
     if bool((t <= 0).any()):
         raise ValueError(f"width: pulse widths must be positive, got minimum {t.min().item():g}")
     s = _as_tensor(start, "start", device)
     try:
-        s = torch.broadcast_to(s, (n, m)).contiguous()
+        s = torch.broadcast_to(s, (n, m))
     except RuntimeError:
         raise ValueError(f"start: expected an int or an array broadcastable to (n, m) = ({n}, {m}), "
                          f"got shape {tuple(s.shape)}") from None
     if bool(((s < 0) | (s > levels - 1) | (s != s.round())).any()):
         raise ValueError(f"start: expected whole levels in 0 .. {levels - 1}")
+    i, t, s = (_shared_rows(x).contiguous() for x in (i, t, s))
+    abs_i, sign_t = i.abs(), torch.sign(i) * t
+    ct = counts.transpose(1, 2).contiguous()  # (n, L, m): levels before pulses
+    tot = ct.sum(1)
+    away = tot - ct.gather(1, s.long().expand(n, m).unsqueeze(1)).squeeze(1)  # trials that moved
+    moved_below = torch.where((away > 0) & (abs_i > 0), abs_i, math.inf).amin(1)  # bound on i_c, amperes
 
-    # Automatic initialisation from the mean landing level.
-    lv = torch.arange(L, dtype=DTYPE, device=device)
-    tot = counts.sum(-1)
-    safe = tot.clamp(min=1)
-    mean = (counts * lv).sum(-1) / safe
-    var = (counts * (lv - mean.unsqueeze(-1)) ** 2).sum(-1) / safe
-    disp = (mean - s) * torch.sign(i)
-    sat = (mean < 0.6) | (mean > L - 1.6)
-    use = (tot > 0) & (disp > 0.3) & ~sat & (i != 0)
-    u = disp / t
-    wts = tot * use
-    slope, intercept = _weighted_line(i.abs(), u, wts)
-    n_use = use.sum(1)
-    t_med = t.median(1).values
-    imax = i.abs().max(1).values.clamp(min=1e-300)
-    good = (n_use >= 2) & torch.isfinite(slope) & (slope > 0) & torch.isfinite(intercept)
-    ic0 = torch.where(good, -intercept / slope.clamp(min=1e-300), 0.5 * imax)
-    ic0 = torch.where(good & (ic0 < imax), ic0, 0.5 * imax)
-    mob0 = torch.where(good, slope, (L - 1) / (2.0 * t_med * (imax - ic0).clamp(min=1e-300)))
-    sig_var = (var * wts).sum(1) / wts.sum(1).clamp(min=1e-300)
-    sig0 = torch.where(wts.sum(1) > 0, sig_var.sqrt(), torch.full_like(sig_var, 0.3)).clamp(0.1, 2.0)
-    auto = torch.stack([ic0, mob0, sig0], dim=1)
+    if isinstance(init, Mapping) or init is None:
+        auto, ok = _dwmtj_start(ct, abs_i, sign_t, s)
+        if not bool(ok.all()):
+            bad = (~ok).nonzero().squeeze(1)
+            auto[bad] = _dwmtj_rough_start(ct[bad], *(x.expand(n, m)[bad] for x in (i, t, s)))
+        # Every pulse that moved the wall (trials away from the start level) bounds i_c from
+        # above: at i_c >= |i| the law gives those trials probability 0. Start below the lowest.
+        margin = 0.05 / (auto[:, 1] * t.median(1).values)  # 0.05 sites of displacement
+        auto[:, 0] = torch.minimum(auto[:, 0], moved_below - margin)
+    else:  # a full matrix of starting values
+        auto = torch.zeros((n, 3), dtype=DTYPE, device=device)
     start_p = _init_matrix(init, _DWMTJ, auto)
     _positive(start_p[:, 1], "mobility")
     _positive(start_p[:, 2], "sigma")
-    data = {"abs_i": _shared_rows(i.abs()), "sign_t": _shared_rows(torch.sign(i) * t), "start": _shared_rows(s),
-            "edges": (torch.arange(L - 1, dtype=DTYPE, device=device) + 0.5).reshape(1, L - 1, 1),
-            "counts": counts.transpose(1, 2).contiguous(),
-            "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t_med),
+    data = {"abs_i": abs_i, "sign_t": sign_t, "start": s, "counts": ct,
+            "breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
+            "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
             "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}
     theta0 = torch.zeros((n, 3), dtype=DTYPE, device=device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOG_BOX], dtype=DTYPE, device=device)
@@ -1428,7 +1594,7 @@ def _fit_dwmtj_landing(
     informative = tot.sum(1) > 0
     return _fit(_DWMTJ, _dwmtj_eval, _dwmtj_natural, theta0, data, -box, box, domain,
                 ("natural", "log", "log"),
-                _multinomial_const(counts), informative, level, max_iter, _dwmtj_pinned)
+                _multinomial_const(counts), informative, level, max_iter, _dwmtj_kinks, _dwmtj_across)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1436,6 +1602,9 @@ def _fit_dwmtj_landing(
 # --------------------------------------------------------------------------------------------
 
 _CHUNK_CELLS = 1 << 18  # counts (devices x pulses x levels) fitted together: ~2 MiB per float64 array
+# The landing fit iterates on chunks this many times larger (evaluating them in slices of
+# _CHUNK_CELLS): its few devices that need many steps then cost few rounds of Python overhead.
+_LANDING_CHUNKS = 16
 
 
 def _rows(x: Any, ndim: int, n: int, lo: int, hi: int) -> Any:
@@ -1455,8 +1624,9 @@ def _rows(x: Any, ndim: int, n: int, lo: int, hi: int) -> Any:
 
 
 def _chunked(fn: Callable[..., FitResult], counts: Any, ndim: int, args: dict[str, tuple[Any, int]],
-             **kwargs: Any) -> FitResult:
-    """``fn`` over chunks of devices (each about ``_CHUNK_CELLS`` counts), results concatenated.
+             cells: int | None = None, **kwargs: Any) -> FitResult:
+    """``fn`` over chunks of devices (each about ``cells`` counts, default ``_CHUNK_CELLS``),
+    results concatenated.
 
     Devices are fitted independently, so chunking changes no result; it bounds the memory of a
     fit (the largest temporaries are a few arrays of one chunk's counts, in float64) and keeps
@@ -1470,7 +1640,7 @@ def _chunked(fn: Callable[..., FitResult], counts: Any, ndim: int, args: dict[st
     if len(shape) != ndim or shape[0] == 0:
         return fn(**plain, **kwargs)
     n = int(shape[0])
-    size = max(1, _CHUNK_CELLS // max(1, math.prod(shape[1:])))
+    size = max(1, (cells or _CHUNK_CELLS) // max(1, math.prod(shape[1:])))
     if n <= size:
         return fn(**plain, **kwargs)
     parts = []
@@ -1518,7 +1688,7 @@ def fit_dwmtj_landing(current: Any, width: Any, level_counts: Any, levels: int, 
     return _chunked(_fit_dwmtj_landing, level_counts, 3,
                     {"current": (current, 2), "width": (width, 2), "level_counts": (level_counts, 3),
                      "start": (start, 2), "init": (init, 2)},
-                    levels=levels, level=level, max_iter=max_iter)
+                    cells=_CHUNK_CELLS * _LANDING_CHUNKS, levels=levels, level=level, max_iter=max_iter)
 
 
 for _public, _inner in ((fit_logistic, _fit_logistic), (fit_gaussian, _fit_gaussian), (fit_thermal, _fit_thermal),
