@@ -5,7 +5,7 @@
 Two point sizes, both reduced mean/variance trainings (16 inputs x 4 classes on the 64-wire
 `sim-dw`, one seed per point):
 
-- ``long`` (the representative one): 2000 training samples, N = 8, 50 epochs: about 3 s of run
+- ``long`` (the representative one): 2000 training samples, N = 8, 50 epochs: about 2.5 s of run
   per point, the order of a real (small) training point;
 - ``short``: `train-meanvar-small` as it is (500 samples, N = 4, 6 epochs): about 0.4 s per point,
   where any fixed cost per point shows most.
