@@ -74,7 +74,8 @@ def timed_round(plans: dict, work: Path, workers: int) -> dict[str, tuple[float,
     results = {}
     start = time.perf_counter()
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
         for plan in plans.values():
             client.run(warm_up, plan.task(plan.points[0], work))
         cold = time.perf_counter() - start
@@ -156,7 +157,8 @@ def main() -> None:
                  (f"{size}: points per minute, 2 workers", f"{two:.1f}"),
                  (f"{size}: speed-up, 2 workers / 1 (target >= 1.7x)", f"{two / one:.2f}x"),
                  (f"{size}: wall time per point in the sweep, 1 warm worker", f"{per_point:.2f} s"),
-                 (f"{size}: the point's own run (run file start to stop), mean", f"{statistics.mean(run_times[size]):.2f} s"),
+                 (f"{size}: the point's own run (run file start to stop), mean",
+                  f"{statistics.mean(run_times[size]):.2f} s"),
                  (f"{size}: the same point in a warm process (`labctl.api.run`), median of {args.repeats}",
                   f"{in_process:.2f} s"),
                  (f"{size}: sweep machinery per point (sweep minus warm process; target < 0.5 s)",
@@ -177,7 +179,8 @@ def main() -> None:
 def sweep_protocol(work: Path, task, size: str) -> Path:
     """A protocol file holding the point's settings (what `labctl run` would be given)."""
     lines = ["[protocol]", f'name = "scaling-point-{size}"', 'kind = "train-meanvar"', 'station = "sim-dw"',
-             f"seed = {task.seed or 0}", "[settings]"] + [f"{k} = {_toml(v)}" for k, v in task.pfile["settings"].items()]
+             f"seed = {task.seed or 0}", "[settings]"]
+    lines += [f"{k} = {_toml(v)}" for k, v in task.pfile["settings"].items()]
     protocol = work / f"point-{size}.toml"
     protocol.write_text("\n".join(lines) + "\n")
     return protocol

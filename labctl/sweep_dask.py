@@ -9,9 +9,12 @@ it joins (:func:`labctl.sweep.warm_up`: imports, one torch thread) instead of in
 The coordinator here only files the records into the sweep index, rewritten atomically at most
 every ``INDEX_EVERY_S`` seconds and at the end (a crash loses nothing: the run files are the truth,
 and a re-run reads the run files the index does not vouch for). Dask re-runs the task of a worker
-that died on another worker, where it resumes the run file from its last checkpoint. Ctrl-C: the first stops handing out points (points not yet started return
-at once) and lets running ones finish; the second asks running points to abort at their next safe
-point (they resume from their last checkpoint on the next run); a third stops waiting.
+that died on another worker, where it resumes the run file from its last checkpoint.
+
+Ctrl-C: the first stops handing out points (points not yet started return at once) and lets
+running ones finish; the second asks running points to abort at their next safe point (they resume
+from their last checkpoint on the next run); a third stops waiting. The LocalCluster's processes
+ignore SIGINT (a terminal sends it to all of them): only this process acts on it.
 """
 
 from __future__ import annotations

@@ -139,6 +139,7 @@ def test_worker_sigkilled_mid_point_the_sweep_completes_with_the_same_metrics(da
     assert result["rc"] == 0
     said = capsys.readouterr().out
     assert len(DASHBOARD.findall(said)) == 1, said  # the scheduler's dashboard (a free port), said once
+    assert "workers warmed up in" in said, said  # the warm-up plugin reached the `dask worker` processes
     assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
     table = final_metrics(sweep_table(read_index(out)))
     pd.testing.assert_frame_equal(table, reference)
