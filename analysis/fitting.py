@@ -507,6 +507,7 @@ def _newton(
     upper: Tensor,
     max_iter: int,
     kinks: KinkFn | None = None,
+    held: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Damped Newton (Levenberg-Marquardt) on every device at once, with observed information.
 
@@ -540,7 +541,8 @@ def _newton(
     rejected and shortened ones. Steps from a jump across it that are rejected _PIN_TRIES
     times (the damping growing each time) mean that the maximum is on the jump: its
     coordinates are held there from then on (zero step, left out of the stationarity test) and
-    the others are maximised, with the damping reset.
+    the others are maximised, with the damping reset. held: optional ``(n, P)`` bool, the
+    coordinates held from the start.
     """
     n, P = theta0.shape
     dev = theta0.device
@@ -553,7 +555,7 @@ def _newton(
     n_iter = torch.zeros(n, dtype=torch.int64, device=dev)
     n_slow = torch.zeros(n, dtype=torch.int64, device=dev)
     n_cross = torch.zeros(n, dtype=torch.int64, device=dev)  # rejected steps across a kink
-    held = torch.zeros((n, P), dtype=torch.bool, device=dev)  # coordinates held on a kink
+    held = torch.zeros((n, P), dtype=torch.bool, device=dev) if held is None else held.clone()  # held on a kink
 
     for _ in range(max_iter):
         idx = active.nonzero().squeeze(1)
@@ -562,7 +564,7 @@ def _newton(
         fi, gi, Hi, th = f[idx], g[idx], H[idx], theta[idx]
         finite = torch.isfinite(fi) & torch.isfinite(gi).all(1) & torch.isfinite(Hi).all((1, 2))
         gi = torch.where(finite[:, None], gi, 0.0)
-        if kinks is not None and bool(held.any()):
+        if bool(held.any()):
             fr = (~held[idx]).to(DTYPE)
             gi = gi * fr
             Hi = Hi * fr[:, :, None] * fr[:, None, :] + torch.diag_embed(1.0 - fr)
@@ -665,26 +667,37 @@ def _fit(
         theta = torch.where(bad[:, None], theta0, theta)
         f[bad], _g, H[bad] = ev(theta[bad], _subset(data, bad.nonzero().squeeze(1)), True)
     if across is not None:
-        # A law with jumps: a local maximum may be beaten by a point just across the nearest
-        # jump. Where one is, Newton goes on from the best such point.
+        # A law with jumps: a local maximum may be beaten by one just across the nearest jump.
+        # Each such point is scored by its NLL less the gain that a Newton step in the
+        # coordinates it did not move promises there; Newton goes on from the best point that
+        # beats the local maximum, holding the coordinates put on the jump (as Newton would
+        # once steps back across it failed), and its result is kept where it ends higher.
         idx = stationary.nonzero().squeeze(1)
         sub = _subset(data, idx)
         points = across(theta[idx], sub)
         best_f, best = f[idx].clone(), torch.full((idx.numel(),), -1, dtype=torch.int64, device=dev)
         for j, pt in enumerate(points):
-            live = torch.isfinite(pt).all(1)
-            fj = torch.full_like(best_f, math.inf)
-            if bool(live.any()):
-                fj[live] = ev(pt[live], _subset(sub, live.nonzero().squeeze(1)), False)[0]
-            better = fj < best_f
-            best_f, best = torch.where(better, fj, best_f), torch.where(better, j, best)
+            live = torch.isfinite(pt).all(1).nonzero().squeeze(1)
+            if live.numel() == 0:
+                continue
+            fj, gj, Hj = ev(pt[live], _subset(sub, live), True)
+            keep = (pt[live] == theta[idx[live]]).to(DTYPE)  # coordinates free to move there
+            gj = torch.where(torch.isfinite(gj), gj, 0.0) * keep
+            Hj = Hj * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(1.0 - keep)
+            step, pd = _pd_solve(Hj, -gj)
+            score = fj + torch.where(pd, 0.5 * (gj * step).sum(1), 0.0)
+            better = torch.isfinite(fj) & (score < best_f[live])
+            best_f[live[better]], best[live[better]] = score[better], j
         moved = best >= 0
         if bool(moved.any()):
             go, pick = idx[moved], best[moved]
             th2 = points[pick, moved.nonzero().squeeze(1)]
-            th2, st2, it2, f2, H2 = _newton(ev, th2, _subset(data, go), lower, upper, max_iter, kinks)
-            theta[go], stationary[go], f[go], H[go] = th2, st2, f2, H2
+            hold = th2 != theta[go]
+            th2, st2, it2, f2, H2 = _newton(ev, th2, _subset(data, go), lower, upper, max_iter, kinks, hold)
             n_iter[go] += it2
+            won = f2 < f[go]
+            go = go[won]
+            theta[go], stationary[go], f[go], H[go] = th2[won], st2[won], f2[won], H2[won]
 
     # Covariance: inverse observed Fisher information at the estimate, by the delta method.
     eye = torch.eye(P, dtype=DTYPE, device=dev)
@@ -1445,7 +1458,10 @@ def _dwmtj_start(ct: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[
     """
     n, K, m = ct.shape
     N = ct.sum(1)
-    above = N[:, None] - ct.cumsum(1)[:, :K - 1]  # (n, E, m): trials landing beyond edge e
+    above = torch.empty((n, K - 1, m), dtype=DTYPE, device=ct.device)  # trials landing beyond edge e
+    left = N.clone()
+    for e in range(K - 1):  # (a cumulative sum over the level dimension is ~10x slower)
+        above[:, e] = left.sub_(ct[:, e])
     dev, e, j = (above > 0).logical_and_(above < N[:, None]).nonzero().unbind(1)
     Nj = N[dev, j]
     F = (above[dev, e, j] + 0.5) / (Nj + 1.0)

@@ -203,6 +203,30 @@ def test_dwmtj_landing_recovers_parameters_with_calibrated_intervals():
     assert_coverage(r, truth, r.converged)
 
 
+def test_dwmtj_landing_with_i_c_on_a_pulse_current():
+    """Devices whose i_c lies on (or within a hair of) a pulse current, where the law jumps:
+    every fit converges in a few steps, and to a likelihood at least as high as the truth's
+    (a local maximum on the wrong side of a jump would fall short of it)."""
+    current, _, _ = dwmtj_data(1, seed=18)
+    g = torch.Generator().manual_seed(19)
+    n = 60
+    on = current[current > 0.8e-4][:6]
+    i_c = on.repeat(n // 6) * (1.0 + torch.tensor([0.0, 1e-4, -1e-4], dtype=D).repeat_interleave(n // 3))
+    mobility = 1e12 * (1.0 + 0.1 * torch.randn(n, generator=g, dtype=D))
+    sigma = 0.15 + 0.25 * torch.rand(n, generator=g, dtype=D)
+    p = dwmtj_landing(torch.zeros(n, 1, dtype=D), current, torch.tensor(DW_WIDTH, dtype=D), i_c[:, None],
+                      mobility[:, None], sigma[:, None], DW_LEVELS)
+    draws = torch.multinomial(p.reshape(-1, DW_LEVELS), TRIALS, replacement=True, generator=g)
+    counts = torch.nn.functional.one_hot(draws, DW_LEVELS).sum(1).reshape(n, -1, DW_LEVELS).to(D)
+    r = fit_dwmtj_landing(current, DW_WIDTH, counts, DW_LEVELS)
+    at_truth = fit_dwmtj_landing(current, DW_WIDTH, counts, DW_LEVELS,
+                                 init=torch.stack([i_c, mobility, sigma], 1), max_iter=0)
+    no_nan(r)
+    assert r.converged.all()
+    assert int(r.n_iter.max()) <= 30
+    assert (r.loglik >= at_truth.loglik - 1e-9).all()
+
+
 def test_thermal_init_from_linear_fit_is_close():
     """The automatic start (log(-log(1-P)) against V) lands near the truth before Newton."""
     v, w, k, truth = thermal_data(50, seed=5)
