@@ -170,8 +170,8 @@ class Link:
         if self.resource.upper().endswith("::INSTR"):
             try:
                 self.driver.adapter.connection.clear()  # device clear: flush a half-sent reply
-            except Exception:  # noqa: BLE001 - not every interface supports it
-                pass
+            except Exception as exc:  # noqa: BLE001 - not every interface supports it
+                log.debug("%s: no device clear on reconnect (%s)", self.where, exc)
         self.reconnects += 1
         self.dirty = False
         log.info("reconnected %s", self.where)
@@ -181,8 +181,8 @@ class Link:
         if adapter is not None:
             try:
                 adapter.close()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
+            except Exception as exc:  # noqa: BLE001 - the connection may be gone already
+                log.debug("%s: closing the connection: %s", self.where, exc)
 
     def close(self) -> None:
         """Close the connection (the instrument keeps its state)."""
@@ -245,8 +245,8 @@ def no_delay(connection) -> None:
 
         connection.set_visa_attribute(constants.VI_ATTR_TCPIP_NODELAY, True)
         return
-    except Exception:  # noqa: BLE001 - unsupported by this backend: try the socket itself
-        pass
+    except Exception as exc:  # noqa: BLE001 - unsupported by this backend: try the socket itself
+        log.debug("VI_ATTR_TCPIP_NODELAY refused (%s); setting TCP_NODELAY on the socket", exc)
     try:
         session = connection.visalib.sessions[connection.session]
         session.interface.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

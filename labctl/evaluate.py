@@ -19,6 +19,8 @@ point leaves the original file as it was.
 
 from __future__ import annotations
 
+import logging
+
 import csv
 import os
 import secrets
@@ -44,6 +46,8 @@ DATASET = "evaluate/n_sweep"
 DEFAULT_MEASUREMENTS = (1, 2, 4, 8, 16, 32, 64)
 MAX_MEASUREMENTS = 1_000_000  # as MeanVarSettings.measurements
 MAX_PASSES = 1000  # as MeanVarSettings.test_passes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -218,8 +222,8 @@ def record(evaluation: Evaluation, lock: RunFileLock) -> None:
         _fsync(tmp)
         try:
             shutil.copymode(target, tmp)
-        except OSError:
-            pass
+        except OSError as exc:  # the copy keeps the default mode
+            log.debug("permissions of %s not copied (%s)", target, exc)
         os.replace(tmp, target)
         _fsync(target.parent)
     finally:
@@ -234,8 +238,8 @@ def _fsync(path: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:  # e.g. a folder on a file system that cannot sync one
+        log.debug("fsync of %s not done (%s)", path, exc)
     finally:
         os.close(fd)
 

@@ -31,6 +31,8 @@ Sweep file::
 
 from __future__ import annotations
 
+import logging
+
 import itertools
 import json
 import math
@@ -57,6 +59,8 @@ RANGE_KEYS = {"start", "stop", "num", "log", "values"}
 MAX_POINTS = 100_000
 RECORDED = ("status", "reason", "error", "metrics", "counters", "wall_s", "file_size", "file_mtime_ns")
 STOP_CHECK_EVERY_S = 1.0  # how often a running point asks whether the sweep was stopped (a scheduler round trip)
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- the sweep file
@@ -416,8 +420,8 @@ def warm_up(task: PointTask) -> float:
         protocol, chip = runs.build(pfile, task.source, station, task.seed)
         del protocol
         runs.close_chip(chip)
-    except Exception:  # noqa: BLE001  (the point reports its own errors)
-        pass
+    except Exception as exc:  # noqa: BLE001  (the point reports its own errors when it runs)
+        log.debug("warm-up of sweep %s incomplete (%s)", task.name, exc)
     return time.perf_counter() - start
 
 

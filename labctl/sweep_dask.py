@@ -39,6 +39,8 @@ FINISHED = "success"
 INDEX_EVERY_S = 1.0  # the index is rewritten at most this often while points finish (and at the end)
 POLL_S = 0.05  # how often the coordinator looks for finished points and Ctrl-C
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class SweepOutcome:
@@ -297,8 +299,8 @@ def _run_dask(plan: SweepPlan, todo, out_dir: Path, outcome: SweepOutcome, sched
         if warmed and cluster is None:  # a lab's scheduler outlives the sweep: leave no plugin behind
             try:
                 client.unregister_worker_plugin(plugin)
-            except Exception:  # noqa: BLE001  (workers gone, scheduler closing: nothing to clean)
-                pass
+            except Exception as exc:  # noqa: BLE001  (workers gone, scheduler closing: nothing to clean)
+                log.debug("warm-up plugin %s not unregistered (%s)", plugin, exc)
     finally:
         client.close()
         if cluster is not None:

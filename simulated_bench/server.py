@@ -27,6 +27,7 @@ station first and then calls :func:`serve_bench` the same way).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import sys
@@ -38,6 +39,8 @@ from typing import Any, TextIO
 
 from .bench import Bench
 from .instruments.scpi import message_end
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 FAULT_KINDS = ("timeout", "drop", "garble", "outage")
@@ -188,8 +191,8 @@ class InstrumentServer:
             self.clients.discard(conn)
             try:
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            except OSError as exc:  # the client went first
+                log.debug("%s: shutdown of a closed connection (%s)", self.role, exc)
             conn.close()
 
     def stop_answering(self, duration_s: float | None = None) -> None:
@@ -219,15 +222,15 @@ class InstrumentServer:
     def _close_listener(self) -> None:
         try:
             self.listener.close()
-        except OSError:
-            pass
+        except OSError as exc:
+            log.debug("%s: closing the listener: %s", self.role, exc)
 
     def _drop_clients(self) -> None:
         for conn in list(self.clients):
             try:
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            except OSError as exc:  # the client went first
+                log.debug("%s: dropping a closed connection (%s)", self.role, exc)
 
     def close(self) -> None:
         """Stop accepting and drop every connection (returns at once; see :meth:`stop`)."""

@@ -9,6 +9,8 @@ progress for the live curves, drained and redrawn at 5 Hz.
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import sys
 import time
@@ -38,6 +40,8 @@ SAFE_STATE_KEYS = ("F12", "Ctrl+Shift+S")  # "Safe state now", from every tab, d
 DRAIN_MS = 200   # engine progress taken at 5 Hz (status line, progress bar)
 REDRAW_MS = 1000  # plots redrawn at 1 Hz: pyqtgraph paints in Python (~15 ms a plot), competing with the run
                   # for the GIL and, on a small machine, for the CPU (bench/gui_overhead.py)
+
+log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
@@ -389,8 +393,8 @@ class MainWindow(QMainWindow):
             try:
                 self.station_panel.config = StationConfig.model_validate(station)
                 self.station_panel._show()
-            except Exception:  # an old file's station table: the panel keeps its station
-                pass
+            except Exception as exc:  # an old file's station table: the panel keeps its station
+                log.debug("run file's station table not shown (%s)", exc)
         self.watcher.start()
         self.views.redraw(all_views=True)
         return True
