@@ -555,6 +555,7 @@ def _newton(
     n_iter = torch.zeros(n, dtype=torch.int64, device=dev)
     n_slow = torch.zeros(n, dtype=torch.int64, device=dev)
     n_cross = torch.zeros(n, dtype=torch.int64, device=dev)  # rejected steps across a kink
+    may_hold = kinks is not None or held is not None  # (a law without kinks skips the check)
     held = torch.zeros((n, P), dtype=torch.bool, device=dev) if held is None else held.clone()  # held on a kink
 
     for _ in range(max_iter):
@@ -564,7 +565,7 @@ def _newton(
         fi, gi, Hi, th = f[idx], g[idx], H[idx], theta[idx]
         finite = torch.isfinite(fi) & torch.isfinite(gi).all(1) & torch.isfinite(Hi).all((1, 2))
         gi = torch.where(finite[:, None], gi, 0.0)
-        if bool(held.any()):
+        if may_hold and bool(held.any()):
             fr = (~held[idx]).to(DTYPE)
             gi = gi * fr
             Hi = Hi * fr[:, :, None] * fr[:, None, :] + torch.diag_embed(1.0 - fr)
