@@ -1271,11 +1271,11 @@ def _dwmtj_natural(theta: Tensor, d: Data) -> Tensor:
 
 def _dwmtj_eval(theta: Tensor, d: Data, derivs: bool):
     """Multinomial NLL of :func:`dwmtj_landing` with gradient and observed information (see
-    :func:`_dwmtj_eval_rows`), over slices of at most ``_CHUNK_CELLS`` counts: the landing fit
-    iterates on large chunks of devices (few rounds of per-iteration overhead) but evaluates
-    them in cache-sized slices."""
-    k, K, m = d["counts"].shape
-    rows = max(1, _CHUNK_CELLS // (K * m))
+    :func:`_dwmtj_eval_rows`), over slices of at most ``_LANDING_SLICE`` entries: the landing
+    fit iterates on large chunks of devices (few rounds of per-iteration overhead) but
+    evaluates them in cache-sized slices."""
+    k, L = d["c"].shape
+    rows = max(1, _LANDING_SLICE // L)
     if k <= rows:
         return _dwmtj_eval_rows(theta, d, derivs)
     parts = [_dwmtj_eval_rows(theta[lo:lo + rows], _slice(d, lo, lo + rows), derivs) for lo in range(0, k, rows)]
@@ -1286,100 +1286,125 @@ def _dwmtj_eval(theta: Tensor, d: Data, derivs: bool):
 
 
 def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
-    """Multinomial NLL of :func:`dwmtj_landing`; gradient and observed information in the
-    internal parameters (u, v, w) = (offset of i_c in units of ic_scale, log mobility / mob_ref,
-    log sigma / sig_ref).
+    """Multinomial NLL of :func:`dwmtj_landing` (up to the multinomial coefficients); gradient
+    and observed information in the internal parameters (u, v, w) = (offset of i_c in units of
+    ic_scale, log mobility / mob_ref, log sigma / sig_ref).
 
-    The landing position is ``pos = start + disp`` (sites), ``disp = sign(i) mobility over t``
-    with ``over = relu(|i| - i_c)`` (amperes); the cumulative level probabilities are ``C_e =
-    erfc(z_e) / 2``, ``z_e = (pos - e - 1/2) inv``, ``inv = 1 / (sqrt(2) s)`` (s = sigma for a
-    moving wall, 1e-6 sites otherwise; z clamped at +-_Z_MAX, where the probabilities are
-    exactly 0 or 1), and the level probabilities ``p_l = C_l - C_(l-1)`` (``C_(-1) = 0``,
-    ``C_(K-1) = 1``), mixed as ``pt = (p + eps) / (1 + K eps)``. Derivatives by summation by
-    parts over the edges: ``dNLL/dz_e = kappa G_e`` with ``G_e = (R_e - R_(e+1)) exp(-z_e^2)``,
-    ``R_l = counts_l / pt_l``, kappa = 1 / (sqrt(pi) (1 + K eps)); ``dz_e/du = zu``, ``dz_e/dv
-    = zv`` (the same for every edge of a pulse) and ``dz_e/dw = -z_e`` for a moving wall. The
-    observed information is the Gauss-Newton part ``sum_l counts_l / pt_l^2 dpt_l dpt_l^T``
-    (sums over levels of W D^2, W D E, W E^2 with ``D_l``, ``E_l`` the differences of
-    ``exp(-z^2)`` and ``z exp(-z^2)`` over consecutive edges) plus the curvature of the edges
-    (sums of G z^j, j <= 3), all reduced over levels per pulse first.
+    Only the (pulse, level) cells with a non-zero count enter (:func:`_dwmtj_entries`): a count
+    of zero adds nothing to the NLL or its derivatives. Each entry is one level ``l`` of one
+    pulse, with its count ``c``, the pulse's ``|i|`` (amperes) and ``sign(i) t`` (seconds), and
+    its two edges as offsets from the level before the pulse (sites): ``off_lo = start - l +
+    1/2`` and ``off_hi = off_lo - 1`` (+-1e30 at the end levels, so that the end edges sit at
+    +-infinity).
+
+    The wall moves ``disp = sign(i) t mobility over`` sites, ``over = relu(|i| - i_c)``
+    (amperes); the edges of the level are at ``z = (disp + off) inv``, ``inv = 1 / (sqrt(2) s)``
+    (s = sigma for a moving wall, 1e-6 sites otherwise; z clamped at +-_Z_MAX, where erf is
+    exactly +-1), the level's probability is ``p = (erf(z_lo) - erf(z_hi)) / 2``, mixed as ``pt
+    = (p + eps) / (1 + K eps)``. With ``Rk = kappa c / pt``, ``Wk = kappa^2 c / pt^2`` (kappa = 1
+    / (sqrt(pi) (1 + K eps)): dpt/dz = -+kappa exp(-z^2)) and the differences over the two
+    edges ``a = [exp(-z^2)]``, ``b = [z exp(-z^2)]``, ``b2 = [z^2 exp(-z^2)]``, ``b3 = [z^3
+    exp(-z^2)]`` (lower edge minus upper edge), the NLL's derivatives in the position (in units
+    of ``1 / inv``) and in log inv are sums over entries: first ``-Rk a`` and ``-Rk b``, second
+    (Gauss-Newton plus curvature of the edges) ``T1 = Wk a^2 + 2 Rk b``, ``T2 = Rk (a - 2 b2) -
+    Wk a b``, ``T3 = Wk b^2 + Rk (2 b3 - b)``. The position moves with ``zeta = sign(i) t inv``
+    per unit of ``mobility over`` (0 for a wall that does not move), so the sums are taken with
+    powers of ``zeta`` and ``over``, and the per-device factors applied after. (A wall that
+    does not move has ``|z| = _Z_MAX`` at every edge, where ``exp(-z^2) < 1e-293``: its
+    entries add nothing to the derivatives beyond rounding.)
     """
-    counts = d["counts"]  # (k, K, m), levels before pulses (planes of pulses are contiguous)
-    k, K, m = counts.shape
-    E = K - 1
+    c = d["c"]  # (k, L) counts of the entries; 0 in the padding
+    k = c.shape[0]
+    K = d["levels"].shape[1]
     i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
     mob = d["mob_ref"] * torch.exp(theta[:, 1])
-    sig = d["sig_ref"] * torch.exp(theta[:, 2])
+    inv_d = 1.0 / (SQRT2 * d["sig_ref"] * torch.exp(theta[:, 2]))
     over = torch.sub(d["abs_i"], i_c[:, None]).clamp_(min=0.0)  # relu(|i| - i_c), amperes
     mv = over > 0
-    inv = torch.where(mv, (1.0 / (SQRT2 * sig))[:, None], _INV_STILL)
-    pos_inv = torch.mul(over, d["sign_t"]).mul_(mob[:, None]).add_(d["start"]).mul_(inv)  # pos * inv
-    z = torch.empty((k, E, m), dtype=DTYPE, device=counts.device)
-    for e in range(E):
-        torch.add(pos_inv, inv, alpha=-(e + 0.5), out=z[:, e])
-    z.clamp_(-_Z_MAX, _Z_MAX)
-    # Level probabilities as differences of erf over consecutive edges (erf = 1 below the first
-    # edge, -1 above the last), scaled and mixed: pt_l = cK (erf(z_(l-1)) - erf(z_l)) / 2 + cK eps.
-    # (erf is monotone, so no difference is negative beyond rounding, far below eps.)
+    inv = torch.where(mv, inv_d[:, None], _INV_STILL)
+    disp = torch.mul(over, d["sign_t"]).mul_(mob[:, None])  # sites
+    z_lo = torch.add(disp, d["off_lo"]).mul_(inv).clamp_(-_Z_MAX, _Z_MAX)
+    z_hi = disp.add_(d["off_hi"]).mul_(inv).clamp_(-_Z_MAX, _Z_MAX)
     cK = 1.0 / (1.0 + K * _EPS)
-    ef = torch.empty((k, K + 1, m), dtype=DTYPE, device=counts.device)
-    ef[:, 0] = 0.5 * cK
-    ef[:, K] = -0.5 * cK
-    torch.erf(z, out=ef[:, 1:K]).mul_(0.5 * cK)
-    pt = torch.sub(ef[:, :K], ef[:, 1:]).add_(_EPS * cK)
-    f = torch.log(pt).mul_(counts).sum((1, 2)).neg_()
+    pt = torch.erf(z_lo).sub_(torch.erf(z_hi)).mul_(0.5 * cK).add_(_EPS * cK)
+    f = torch.log(pt).mul_(c).sum(1).neg_()
     if not derivs:
         return f, None, None
-    R = torch.div(counts, pt)  # counts / pt
-    W = torch.div(R, pt, out=pt)  # counts / pt^2
-    phi = torch.mul(z, z).neg_().exp_()  # exp(-z^2), (k, E, m)
-    G = torch.sub(R[:, :E], R[:, 1:]).mul_(phi)
-    SG = G.sum(1)
-    Gz = G.mul_(z)
-    SGz = Gz.sum(1)
-    SGz2 = Gz.mul_(z).sum(1)
-    SGz3 = Gz.mul_(z).sum(1)
-    # D_l, E_l: differences over consecutive edges of phi and z phi (0 beyond the end edges).
-    D = _edge_differences(phi, ef)
-    Ez = _edge_differences(phi.mul_(z), R)
-    WD = W * D
-    Q_DD = D.mul_(WD).sum(1)
-    Q_DE = WD.mul_(Ez).sum(1)
-    Q_EE = W.mul_(Ez).mul_(Ez).sum(1)
     kappa = cK * _INV_SQRT_PI
-    c2 = kappa * kappa
-    # Per pulse: zu = -(mob ic_scale) zeta, zv = mob over zeta, zeta = sign(i) t inv (moving).
-    mvf = mv.to(DTYPE)
-    zeta = torch.mul(d["sign_t"], inv).mul_(mvf)
-    T1 = torch.mul(Q_DD, c2).sub_(SGz, alpha=2.0 * kappa)
-    T2 = torch.mul(SGz2, 2.0 * kappa).sub_(Q_DE, alpha=c2).sub_(SG, alpha=kappa)
-    T3 = torch.mul(Q_EE, c2).sub_(SGz3, alpha=2.0 * kappa).add_(SGz, alpha=kappa).mul_(mvf)
-    Y = torch.stack([zeta * zeta * T1, zeta * SG, zeta * T2])
-    M = _moments(Y, over, None)  # sums of Y over^j
-    S_T3, S_mvGz = T3.sum(-1), (SGz * mvf).sum(-1)
-    ms = mob * d["ic_scale"]
-    g = torch.stack([-kappa * ms * M[0, 1], kappa * mob * M[1, 1], -kappa * S_mvGz], dim=1)
+    Rk = torch.div(c, pt).mul_(kappa)
+    Wk = torch.div(Rk, pt, out=pt).mul_(kappa)
+    # Differences over the two edges of exp(-z^2) z^j, j = 0 .. 3.
+    e_lo = torch.mul(z_lo, z_lo).neg_().exp_()
+    e_hi = torch.mul(z_hi, z_hi).neg_().exp_()
+    diffs = []
+    for _ in range(4):
+        diffs.append(torch.sub(e_lo, e_hi))
+        e_lo.mul_(z_lo)
+        e_hi.mul_(z_hi)
+    a, b, b2, b3 = diffs
+    Wa = Wk * a
+    T1 = torch.mul(Wa, a).addcmul_(Rk, b, value=2.0)
+    T2 = b2.mul_(-2.0).add_(a).mul_(Rk).sub_(Wa.mul_(b))
+    S_T3 = Wk.mul_(b).mul_(b).sum(1) + b3.mul_(2.0).sub_(b).mul_(Rk).sum(1)
+    Rb = b.mul_(Rk)
+    st = torch.where(mv, d["sign_t"], 0.0)  # zeta / inv_d
+    Y = torch.empty((3, k, c.shape[1]), dtype=DTYPE, device=c.device)
+    torch.mul(T1, st, out=Y[0]).mul_(st)
+    torch.mul(Rk, a, out=Y[1]).mul_(st).neg_()
+    torch.mul(T2, st, out=Y[2])
+    M = _moments(Y, over, None)  # M[e, j] = sum Y_j over^e
+    # Per-device factors: dz/du = -A zeta_1, dz/dv = B zeta_1 over, with zeta_1 = sign(i) t
+    # the per-entry part of zeta (zeta = zeta_1 inv_d for a moving wall).
+    A = mob * d["ic_scale"] * inv_d
+    B = mob * inv_d
+    g = torch.stack([-A * M[0, 1], B * M[1, 1], Rb.sum(1)], dim=1)
     H = _hessian({
-        (0, 0): ms * ms * M[0, 0],
-        (1, 0): -(ms * mob) * M[1, 0] - kappa * ms * M[0, 1],
-        (1, 1): mob * mob * M[2, 0] + kappa * mob * M[1, 1],
-        (2, 0): -ms * M[0, 2],
-        (2, 1): mob * M[1, 2],
+        (0, 0): A * A * M[0, 0],
+        (1, 0): -(A * B) * M[1, 0] - A * M[0, 1],
+        (1, 1): B * B * M[2, 0] + B * M[1, 1],
+        (2, 0): -A * M[0, 2],
+        (2, 1): B * M[1, 2],
         (2, 2): S_T3,
     }, 3)
     return f, g, H
 
 
-def _edge_differences(x: Tensor, out: Tensor) -> Tensor:
-    """``x_(l-1) - x_l`` for the levels l = 0 .. K-1 of per-edge values ``x`` ``(k, K-1, m)``,
-    with ``x = 0`` beyond the end edges, written into ``out[:, :K]`` (a free ``(k, >= K, m)``
-    buffer) and returned."""
-    E = x.shape[1]
-    D = out[:, :E + 1]
-    torch.neg(x[:, 0], out=D[:, 0])
-    torch.sub(x[:, :E - 1], x[:, 1:], out=D[:, 1:E])
-    D[:, E] = x[:, E - 1]
-    return D
+def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> Data:
+    """The (pulse, level) cells with a non-zero count, per device, packed to the left of
+    ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device).
+
+    counts: ``(n, m, K)``; abs_i (amperes), sign_t (``sign(i) t``, seconds), s (level before
+    the pulse): ``(1 or n, m)``. Returns ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's
+    pulse), ``off_lo = s - l + 1/2`` and ``off_hi = s - l - 1/2`` (sites from the level's
+    lower and upper edge to the level before the pulse; +1e30 / -1e30 for the edges below
+    level 0 and above level K - 1), and ``levels``, the ``(1, K)`` level numbers. The padding
+    is an entry with count 0 whose level spans every position.
+    """
+    n, m, K = counts.shape
+    dev = counts.device
+    nonzero = (counts > 0).reshape(n, m * K)
+    nnz = nonzero.sum(1)
+    L = max(1, int(nnz.max())) if n else 1
+    # at[i, slot]: the entry's cell (pulse * K + level) in the device's row; m * K in the padding,
+    # a cell appended to every per-cell array below.
+    at = torch.full((n * L,), m * K, dtype=torch.int64, device=dev)
+    slots = torch.arange(L, device=dev) < nnz[:, None]
+    at[slots.reshape(-1).nonzero().squeeze(1)] = nonzero.reshape(-1).nonzero().squeeze(1) % (m * K)
+    at = at.reshape(n, L)
+    lev = torch.arange(K, dtype=DTYPE, device=dev)
+    off = s[:, :, None] - lev + 0.5
+
+    def pack(per_cell: Tensor, pad: float) -> Tensor:
+        """per_cell: (1 or n, m, K) -> (n, L) values at the entries."""
+        rows = per_cell.shape[0]
+        ext = torch.cat([per_cell.expand(rows, m, K).reshape(rows, m * K),
+                         torch.full((rows, 1), pad, dtype=DTYPE, device=dev)], 1)
+        return ext.expand(n, -1).gather(1, at)
+
+    return {"c": pack(counts, 0.0), "abs_i": pack(abs_i[:, :, None], 0.0), "sign_t": pack(sign_t[:, :, None], 0.0),
+            "off_lo": pack(torch.where(lev == 0, 1e30, off), 1e30),
+            "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0), -1e30),
+            "levels": lev[None]}
 
 
 def _slice(d: Data, lo: int, hi: int) -> Data:
@@ -1601,7 +1626,7 @@ def _fit_dwmtj_landing(
     start_p = _init_matrix(init, _DWMTJ, auto)
     _positive(start_p[:, 1], "mobility")
     _positive(start_p[:, 2], "sigma")
-    data = {"abs_i": abs_i, "sign_t": sign_t, "start": s, "counts": ct,
+    data = {**_dwmtj_entries(counts, abs_i, sign_t, s),
             "breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
             "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
             "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}
@@ -1622,6 +1647,7 @@ _CHUNK_CELLS = 1 << 18  # counts (devices x pulses x levels) fitted together: ~2
 # The landing fit iterates on chunks this many times larger (evaluating them in slices of
 # _CHUNK_CELLS): its few devices that need many steps then cost few rounds of Python overhead.
 _LANDING_CHUNKS = 16
+_LANDING_SLICE = 1 << 17  # entries (cells with a non-zero count) of the landing fit evaluated together
 
 
 def _rows(x: Any, ndim: int, n: int, lo: int, hi: int) -> Any:
