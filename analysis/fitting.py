@@ -187,8 +187,9 @@ def _as_tensor(x: Any, name: str, device: torch.device | None = None) -> Tensor:
         raise ValueError(f"{name}: expected real numbers, got complex {t.dtype}")
     if t.dtype == torch.bool:
         t = t.to(torch.int64)
+    floating = t.is_floating_point()
     t = t.to(dtype=DTYPE, device=device)
-    if not bool(torch.isfinite(t).all()):
+    if floating and not bool(torch.isfinite(t).all()):  # (integers convert to finite values)
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
     return t
 
@@ -214,7 +215,8 @@ def _counts(x: Any, name: str, device: torch.device, ndim: int) -> Tensor:
         raise ValueError(f"{name}: expected a {ndim}-D array of counts with shape {shape}, got shape {tuple(t.shape)}")
     if bool((t < 0).any()):
         raise ValueError(f"{name}: counts must be non-negative, got minimum {t.min().item():g}")
-    if not bool((t == t.round()).all()):
+    integer = (isinstance(x, Tensor) and not x.is_floating_point()) or (isinstance(x, np.ndarray) and x.dtype.kind in "iub")
+    if not integer and not bool((t == t.round()).all()):
         raise ValueError(f"{name}: counts must be whole numbers")
     return t
 
@@ -319,10 +321,11 @@ def _binomial_const(k: Tensor, N: Tensor) -> Tensor:
     return (_log_factorial(N, top) - _log_factorial(k, top) - _log_factorial(N - k, top)).sum(-1)
 
 
-def _multinomial_const(counts: Tensor) -> Tensor:
-    N = counts.sum(-1)
+def _multinomial_const(N: Tensor, c: Tensor) -> Tensor:
+    """``(n,)`` sum of the log multinomial coefficients: N ``(n, m)`` trials per pulse, c ``(n, L)``
+    the non-zero counts (zeros, with log 0! = 0, may pad them)."""
     top = N.max() if N.numel() else N.sum()
-    return (_log_factorial(N, top) - _log_factorial(counts, top).sum(-1)).sum(-1)
+    return _log_factorial(N, top).sum(-1) - _log_factorial(c, top).sum(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1314,54 +1317,53 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
     entries add nothing to the derivatives beyond rounding.)
     """
     c = d["c"]  # (k, L) counts of the entries; 0 in the padding
-    k = c.shape[0]
-    K = d["levels"].shape[1]
     i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
     mob = d["mob_ref"] * torch.exp(theta[:, 1])
     inv_d = 1.0 / (SQRT2 * d["sig_ref"] * torch.exp(theta[:, 2]))
     over = torch.sub(d["abs_i"], i_c[:, None]).clamp_(min=0.0)  # relu(|i| - i_c), amperes
-    mv = over > 0
-    inv = torch.where(mv, inv_d[:, None], _INV_STILL)
+    # inv_d where the wall moves (over > 0, so over * 1e300 >= 1), inf where it does not: the
+    # edges are then at z = +-inf, clamped to +-_Z_MAX like a spread of 1e-6 sites would be.
+    inv = torch.mul(over, 1e300).clamp_(max=1.0).reciprocal_().mul_(inv_d[:, None])
     disp = torch.mul(over, d["sign_t"]).mul_(mob[:, None])  # sites
     z_lo = torch.add(disp, d["off_lo"]).mul_(inv).clamp_(-_Z_MAX, _Z_MAX)
     z_hi = disp.add_(d["off_hi"]).mul_(inv).clamp_(-_Z_MAX, _Z_MAX)
-    cK = 1.0 / (1.0 + K * _EPS)
-    pt = torch.erf(z_lo).sub_(torch.erf(z_hi)).mul_(0.5 * cK).add_(_EPS * cK)
-    f = torch.log(pt).mul_(c).sum(1).neg_()
+    # q = 2 pt / cK: the level probability pt = cK (erf(z_lo) - erf(z_hi) + 2 eps) / 2.
+    q = torch.erf(z_lo).sub_(torch.erf(z_hi)).add_(2.0 * _EPS)
+    K = d["levels"].shape[1]
+    f = torch.log(q).mul_(c).sum(1).neg_().sub_(d["trials"] * math.log(0.5 / (1.0 + K * _EPS)))
     if not derivs:
         return f, None, None
-    kappa = cK * _INV_SQRT_PI
-    Rk = torch.div(c, pt).mul_(kappa)
-    Wk = torch.div(Rk, pt, out=pt).mul_(kappa)
-    # Differences over the two edges of exp(-z^2) z^j, j = 0 .. 3.
-    e_lo = torch.mul(z_lo, z_lo).neg_().exp_()
-    e_hi = torch.mul(z_hi, z_hi).neg_().exp_()
-    diffs = []
-    for _ in range(4):
-        diffs.append(torch.sub(e_lo, e_hi))
-        e_lo.mul_(z_lo)
-        e_hi.mul_(z_hi)
-    a, b, b2, b3 = diffs
-    Wa = Wk * a
-    T1 = torch.mul(Wa, a).addcmul_(Rk, b, value=2.0)
-    T2 = b2.mul_(-2.0).add_(a).mul_(Rk).sub_(Wa.mul_(b))
-    S_T3 = Wk.mul_(b).mul_(b).sum(1) + b3.mul_(2.0).sub_(b).mul_(Rk).sum(1)
-    Rb = b.mul_(Rk)
-    st = torch.where(mv, d["sign_t"], 0.0)  # zeta / inv_d
-    Y = torch.empty((3, k, c.shape[1]), dtype=DTYPE, device=c.device)
+    R = torch.div(c, q)
+    W = torch.div(R, q, out=q)
+    # Differences over the two edges of s exp(-z^2) z^j, j = 0 .. 3, s = 2 / sqrt(pi): with R
+    # and W taken against q rather than pt, s carries kappa and the factor 2 / cK.
+    log_s = torch.tensor(math.log(2.0 * _INV_SQRT_PI), dtype=DTYPE, device=c.device)
+    e_lo = torch.addcmul(log_s, z_lo, z_lo, value=-1.0).exp_()
+    e_hi = torch.addcmul(log_s, z_hi, z_hi, value=-1.0).exp_()
+    a = torch.sub(e_lo, e_hi)
+    b = torch.sub(e_lo.mul_(z_lo), e_hi.mul_(z_hi))
+    b2 = torch.sub(e_lo.mul_(z_lo), e_hi.mul_(z_hi))
+    b3 = e_lo.mul_(z_lo).sub_(e_hi.mul_(z_hi))
+    Wa = W * a
+    T1 = torch.mul(Wa, a).addcmul_(R, b, value=2.0)
+    T2 = torch.add(a, b2, alpha=-2.0).mul_(R).sub_(Wa.mul_(b))
+    S_T3 = W.mul_(b).mul_(b).addcmul_(b3.mul_(2.0).sub_(b), R).sum(1)
+    S_Rb = b.mul_(R).sum(1)
+    st = d["sign_t"]  # zeta / inv for a moving wall; zero pulses and still walls add ~0 (see above)
+    Y = torch.empty((3,) + tuple(c.shape), dtype=DTYPE, device=c.device)
     torch.mul(T1, st, out=Y[0]).mul_(st)
-    torch.mul(Rk, a, out=Y[1]).mul_(st).neg_()
+    torch.mul(R, a, out=Y[1]).mul_(st)
     torch.mul(T2, st, out=Y[2])
     M = _moments(Y, over, None)  # M[e, j] = sum Y_j over^e
     # Per-device factors: dz/du = -A zeta_1, dz/dv = B zeta_1 over, with zeta_1 = sign(i) t
     # the per-entry part of zeta (zeta = zeta_1 inv_d for a moving wall).
     A = mob * d["ic_scale"] * inv_d
     B = mob * inv_d
-    g = torch.stack([-A * M[0, 1], B * M[1, 1], Rb.sum(1)], dim=1)
+    g = torch.stack([A * M[0, 1], -B * M[1, 1], S_Rb], dim=1)
     H = _hessian({
         (0, 0): A * A * M[0, 0],
-        (1, 0): -(A * B) * M[1, 0] - A * M[0, 1],
-        (1, 1): B * B * M[2, 0] + B * M[1, 1],
+        (1, 0): -(A * B) * M[1, 0] + A * M[0, 1],
+        (1, 1): B * B * M[2, 0] - B * M[1, 1],
         (2, 0): -A * M[0, 2],
         (2, 1): B * M[1, 2],
         (2, 2): S_T3,
@@ -1401,7 +1403,7 @@ def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> 
                          torch.full((rows, 1), pad, dtype=DTYPE, device=dev)], 1)
         return ext.expand(n, -1).gather(1, at)
 
-    return {"c": pack(counts, 0.0), "abs_i": pack(abs_i[:, :, None], 0.0), "sign_t": pack(sign_t[:, :, None], 0.0),
+    return {"c": pack(counts, 0.0), "trials": counts.sum((1, 2)), "abs_i": pack(abs_i[:, :, None], 0.0), "sign_t": pack(sign_t[:, :, None], 0.0),
             "off_lo": pack(torch.where(lev == 0, 1e30, off), 1e30),
             "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0), -1e30),
             "levels": lev[None]}
@@ -1636,7 +1638,7 @@ def _fit_dwmtj_landing(
     informative = tot.sum(1) > 0
     return _fit(_DWMTJ, _dwmtj_eval, _dwmtj_natural, theta0, data, -box, box, domain,
                 ("natural", "log", "log"),
-                _multinomial_const(counts), informative, level, max_iter, _dwmtj_kinks, _dwmtj_across)
+                _multinomial_const(tot, data["c"]), informative, level, max_iter, _dwmtj_kinks, _dwmtj_across)
 
 
 # --------------------------------------------------------------------------------------------
