@@ -689,7 +689,7 @@ def _fit(
         # beats the local maximum, holding the coordinates put on the jump (as Newton would
         # once steps back across it failed), and its result is kept where it ends higher.
         idx = stationary.nonzero().squeeze(1)
-        sub = _subset(data, idx)
+        sub = data if idx.numel() == n else _subset(data, idx)
         points = across(theta[idx], sub)
         best_f, best = f[idx].clone(), torch.full((idx.numel(),), -1, dtype=torch.int64, device=dev)
         for j, pt in enumerate(points):
@@ -1394,16 +1394,18 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
 _ENTRY_KEYS = ("c", "abs_i", "sign_t", "off_lo", "off_hi")  # the (n, L) arrays of _dwmtj_entries
 
 
-def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> Data:
+def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor]:
     """The (pulse, level) cells with a non-zero count, per device, packed to the left of
-    ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device).
+    ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device), with the
+    devices sorted by their number of such cells (see :func:`_dwmtj_eval`).
 
     counts: ``(n, m, K)``; abs_i (amperes), sign_t (``sign(i) t``, seconds), s (level before
-    the pulse): ``(1 or n, m)``. Returns ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's
-    pulse), ``off_lo = s - l + 1/2`` and ``off_hi = s - l - 1/2`` (sites from the level's
-    lower and upper edge to the level before the pulse; +1e30 / -1e30 for the edges below
-    level 0 and above level K - 1), and ``levels``, the ``(1, K)`` level numbers. The padding
-    is an entry with count 0 whose level spans every position.
+    the pulse): ``(1 or n, m)``. Returns (entries, order): the devices' rows in ``order``, of
+    ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's pulse), ``off_lo = s - l + 1/2`` and
+    ``off_hi = s - l - 1/2`` (sites from the level's lower and upper edge to the level before
+    the pulse; +1e30 / -1e30 for the edges below level 0 and above level K - 1), ``nnz`` (the
+    number of entries) and ``trials`` (total counts), and ``levels``, the ``(1, K)`` level
+    numbers. The padding is an entry with count 0 whose level spans every position.
     """
     n, m, K = counts.shape
     dev = counts.device
@@ -1415,21 +1417,24 @@ def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> 
     at = torch.full((n * L,), m * K, dtype=torch.int64, device=dev)
     slots = torch.arange(L, device=dev) < nnz[:, None]
     at[slots.reshape(-1).nonzero().squeeze(1)] = nonzero.reshape(-1).nonzero().squeeze(1) % (m * K)
-    at = at.reshape(n, L)
+    order = torch.argsort(nnz, stable=True)
+    at = at.reshape(n, L)[order]
+    flat_at = order[:, None] * (m * K + 1) + at  # the same in a per-device (n, m K + 1) array
     lev = torch.arange(K, dtype=DTYPE, device=dev)
     off = s[:, :, None] - lev + 0.5
 
     def pack(per_cell: Tensor, pad: float) -> Tensor:
-        """per_cell: (1 or n, m, K) -> (n, L) values at the entries."""
+        """per_cell: (1 or n, m, K) -> (n, L) values at the entries, devices in order."""
         rows = per_cell.shape[0]
         ext = torch.cat([per_cell.expand(rows, m, K).reshape(rows, m * K),
                          torch.full((rows, 1), pad, dtype=DTYPE, device=dev)], 1)
-        return ext.expand(n, -1).gather(1, at)
+        return ext.expand(n, -1).gather(1, at) if rows == 1 else torch.take(ext, flat_at)
 
-    return {"c": pack(counts, 0.0), "nnz": nnz, "trials": counts.sum((1, 2)), "abs_i": pack(abs_i[:, :, None], 0.0), "sign_t": pack(sign_t[:, :, None], 0.0),
-            "off_lo": pack(torch.where(lev == 0, 1e30, off), 1e30),
-            "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0), -1e30),
-            "levels": lev[None]}
+    entries = {"c": pack(counts, 0.0), "abs_i": pack(abs_i[:, :, None], 0.0), "sign_t": pack(sign_t[:, :, None], 0.0),
+               "off_lo": pack(torch.where(lev == 0, 1e30, off), 1e30),
+               "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0), -1e30),
+               "nnz": nnz[order], "trials": counts.sum((1, 2))[order], "levels": lev[None]}
+    return entries, order
 
 
 def _slice(d: Data, lo: int, hi: int) -> Data:
@@ -1660,19 +1665,20 @@ def _fit_dwmtj_landing(
     start_p = _init_matrix(init, _DWMTJ, auto)
     _positive(start_p[:, 1], "mobility")
     _positive(start_p[:, 2], "sigma")
-    data = {**_dwmtj_entries(counts, abs_i, sign_t, s),
-            "breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
-            "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
-            "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}
+    # The devices are fitted in the order of their number of entries (see _dwmtj_eval) and
+    # reported in the given one.
+    entries, order = _dwmtj_entries(counts, abs_i, sign_t, s)
+    data = _subset({"breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
+                    "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
+                    "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}, order)
+    data.update(entries)
     theta0 = torch.zeros((n, 3), dtype=DTYPE, device=device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOG_BOX], dtype=DTYPE, device=device)
     domain = ((0.0, math.inf), (0.0, math.inf), (0.0, math.inf))
     informative = tot.sum(1) > 0
-    const = _multinomial_const(tot, data["c"])
-    # Fitted in the order of their number of entries (see _dwmtj_eval), reported in the given one.
-    order = torch.argsort(data["nnz"], stable=True)
-    r = _fit(_DWMTJ, _dwmtj_eval, _dwmtj_natural, theta0, _subset(data, order), -box, box, domain,
-             ("natural", "log", "log"), const[order], informative[order], level, max_iter, _dwmtj_kinks,
+    const = _multinomial_const(tot[order], data["c"])
+    r = _fit(_DWMTJ, _dwmtj_eval, _dwmtj_natural, theta0, data, -box, box, domain,
+             ("natural", "log", "log"), const, informative[order], level, max_iter, _dwmtj_kinks,
              _dwmtj_across, _LANDING_FINAL_DEC)
     back = torch.argsort(order)
     return FitResult(r.names, *(getattr(r, key)[back] for key in ("estimate", "stderr", "ci_low", "ci_high", "loglik",
