@@ -1405,35 +1405,37 @@ def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> 
     ``off_hi = s - l - 1/2`` (sites from the level's lower and upper edge to the level before
     the pulse; +1e30 / -1e30 for the edges below level 0 and above level K - 1), ``nnz`` (the
     number of entries) and ``trials`` (total counts), and ``levels``, the ``(1, K)`` level
-    numbers. The padding is an entry with count 0 whose level spans every position.
+    numbers.
     """
     n, m, K = counts.shape
     dev = counts.device
     nonzero = (counts > 0).reshape(n, m * K)
-    nnz = nonzero.sum(1)
+    nnz = nonzero.view(torch.uint8).sum(1, dtype=torch.int64)  # (a bool sum is ~10x slower)
     L = max(1, int(nnz.max())) if n else 1
-    # at[i, slot]: the entry's cell (pulse * K + level) in the device's row; m * K in the padding,
-    # a cell appended to every per-cell array below.
-    at = torch.full((n * L,), m * K, dtype=torch.int64, device=dev)
+    # at[i, slot]: the entry's cell (pulse * K + level) in the device's row (0 in the padding).
+    at = torch.zeros((n * L,), dtype=torch.int64, device=dev)
     slots = torch.arange(L, device=dev) < nnz[:, None]
     at[slots.reshape(-1).nonzero().squeeze(1)] = nonzero.reshape(-1).nonzero().squeeze(1) % (m * K)
     order = torch.argsort(nnz, stable=True)
-    at = at.reshape(n, L)[order]
-    flat_at = order[:, None] * (m * K + 1) + at  # the same in a per-device (n, m K + 1) array
+    at = at.reshape(n, L)
+    at_s = torch.index_select(at, 0, order)
     lev = torch.arange(K, dtype=DTYPE, device=dev)
     off = s[:, :, None] - lev + 0.5
 
-    def pack(per_cell: Tensor, pad: float) -> Tensor:
-        """per_cell: (1 or n, m, K) -> (n, L) values at the entries, devices in order."""
-        rows = per_cell.shape[0]
-        ext = torch.cat([per_cell.expand(rows, m, K).reshape(rows, m * K),
-                         torch.full((rows, 1), pad, dtype=DTYPE, device=dev)], 1)
-        return ext.expand(n, -1).gather(1, at) if rows == 1 else torch.take(ext, flat_at)
+    def pack(x: Tensor, per_cell: bool) -> Tensor:
+        """x: ``(1 or n, m)`` per pulse or ``(1 or n, m K)`` per cell -> ``(n, L)`` its values at
+        the entries, devices in order (gathers along rows: ~5x faster than flat indexing)."""
+        if x.shape[0] == 1:
+            return x.expand(n, -1).gather(1, at_s if per_cell else at_s // K)
+        return torch.index_select(x.gather(1, at if per_cell else at // K), 0, order)
 
-    entries = {"c": pack(counts, 0.0), "abs_i": pack(abs_i[:, :, None], 0.0), "sign_t": pack(sign_t[:, :, None], 0.0),
-               "off_lo": pack(torch.where(lev == 0, 1e30, off), 1e30),
-               "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0), -1e30),
-               "nnz": nnz[order], "trials": counts.sum((1, 2))[order], "levels": lev[None]}
+    nnz = nnz[order]
+    # The padding repeats the device's first cell with a count of 0: it adds nothing.
+    c = pack(counts.reshape(n, m * K), True).masked_fill_(torch.arange(L, device=dev) >= nnz[:, None], 0.0)
+    entries = {"c": c, "abs_i": pack(abs_i, False), "sign_t": pack(sign_t, False),
+               "off_lo": pack(torch.where(lev == 0, 1e30, off).reshape(-1, m * K), True),
+               "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0).reshape(-1, m * K), True),
+               "nnz": nnz, "trials": counts.sum((1, 2))[order], "levels": lev[None]}
     return entries, order
 
 
