@@ -220,7 +220,8 @@ def _counts(x: Any, name: str, device: torch.device, ndim: int) -> Tensor:
         raise ValueError(f"{name}: expected a {ndim}-D array of counts with shape {shape}, got shape {tuple(t.shape)}")
     if bool((t < 0).any()):
         raise ValueError(f"{name}: counts must be non-negative, got minimum {t.min().item():g}")
-    integer = (isinstance(x, Tensor) and not x.is_floating_point()) or (isinstance(x, np.ndarray) and x.dtype.kind in "iub")
+    integer = ((isinstance(x, Tensor) and not x.is_floating_point())
+               or (isinstance(x, np.ndarray) and x.dtype.kind in "iub"))
     if not integer and not bool((t == t.round()).all()):
         raise ValueError(f"{name}: counts must be whole numbers")
     return t
@@ -1273,7 +1274,6 @@ def _fit_thermal(
 
 _DWMTJ = ("i_c", "mobility", "sigma")
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
-_INV_STILL = 1.0 / (SQRT2 * 1e-6)  # 1 / (sqrt(2) spread) of a wall that does not move: spread 1e-6 sites
 _Z_MAX = 26.0  # |z| clamp: erf(z) is +-1 from |z| = 6 and exp(-z^2) stays above exp's slow underflow path
 _KINK_TINY = 1e-9  # sites of displacement (at the median width) by which a step stops short of a kink
 
@@ -1321,20 +1321,21 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
     +-infinity).
 
     The wall moves ``disp = sign(i) t mobility over`` sites, ``over = relu(|i| - i_c)``
-    (amperes); the edges of the level are at ``z = (disp + off) inv``, ``inv = 1 / (sqrt(2) s)``
-    (s = sigma for a moving wall, 1e-6 sites otherwise; z clamped at +-_Z_MAX, where erf is
-    exactly +-1), the level's probability is ``p = (erf(z_lo) - erf(z_hi)) / 2``, mixed as ``pt
-    = (p + eps) / (1 + K eps)``. With ``Rk = kappa c / pt``, ``Wk = kappa^2 c / pt^2`` (kappa = 1
-    / (sqrt(pi) (1 + K eps)): dpt/dz = -+kappa exp(-z^2)) and the differences over the two
-    edges ``a = [exp(-z^2)]``, ``b = [z exp(-z^2)]``, ``b2 = [z^2 exp(-z^2)]``, ``b3 = [z^3
-    exp(-z^2)]`` (lower edge minus upper edge), the NLL's derivatives in the position (in units
-    of ``1 / inv``) and in log inv are sums over entries: first ``-Rk a`` and ``-Rk b``, second
-    (Gauss-Newton plus curvature of the edges) ``T1 = Wk a^2 + 2 Rk b``, ``T2 = Rk (a - 2 b2) -
-    Wk a b``, ``T3 = Wk b^2 + Rk (2 b3 - b)``. The position moves with ``zeta = sign(i) t inv``
-    per unit of ``mobility over`` (0 for a wall that does not move), so the sums are taken with
-    powers of ``zeta`` and ``over``, and the per-device factors applied after. (A wall that
-    does not move has ``|z| = _Z_MAX`` at every edge, where ``exp(-z^2) < 1e-293``: its
-    entries add nothing to the derivatives beyond rounding.)
+    (amperes); the edges of the level are at ``z = (disp + off) inv``, ``inv = 1 / (sqrt(2)
+    sigma)`` for a moving wall and infinite for one that does not move (z clamped at +-_Z_MAX,
+    where erf is exactly +-1: a still wall lands where it was), the level's probability is
+    ``p = (erf(z_lo) - erf(z_hi)) / 2``, mixed as ``pt = cK (p + eps)``, cK = 1 / (1 + K eps);
+    the entries work with ``q = 2 pt / cK``. With ``R = c / q``, ``W = c / q^2`` and the
+    differences over the two edges (lower minus upper) ``a = [s exp(-z^2)]``, ``b = [s z
+    exp(-z^2)]``, ``b2 = [s z^2 exp(-z^2)]``, ``b3 = [s z^3 exp(-z^2)]`` (s = 2 / sqrt(pi):
+    dq/dz = -+s exp(-z^2)), the NLL's derivatives in the position (in units of ``1 / inv``)
+    and in log inv are sums over entries: first ``-R a`` and ``-R b``, second (Gauss-Newton
+    plus curvature of the edges) ``T1 = W a^2 + 2 R b``, ``T2 = R (a - 2 b2) - W a b``, ``T3 =
+    W b^2 + R (2 b3 - b)``. The position moves with ``zeta = sign(i) t inv`` per unit of
+    ``mobility over``, so the sums are taken with powers of ``sign(i) t`` and ``over`` and the
+    per-device factors applied after. (A still wall has ``|z| = _Z_MAX`` at every edge, where
+    ``exp(-z^2) < 1e-293``: its entries add nothing to the derivatives beyond rounding, and
+    need no mask.)
     """
     c = d["c"]  # (k, L) counts of the entries; 0 in the padding
     i_c = d["ic_ref"] + theta[:, 0] * d["ic_scale"]
@@ -1693,7 +1694,8 @@ def _fit_dwmtj_landing(
 
 _CHUNK_CELLS = 1 << 18  # counts (devices x pulses x levels) fitted together: ~2 MiB per float64 array
 # The landing fit iterates on chunks this many times larger (evaluating them in slices of
-# _CHUNK_CELLS): its few devices that need many steps then cost few rounds of Python overhead.
+# _LANDING_SLICE entries): its few devices that need many steps then cost few rounds of Python
+# overhead.
 _LANDING_CHUNKS = 16
 _LANDING_SLICE = 1 << 17  # entries (cells with a non-zero count) of the landing fit evaluated together
 
