@@ -1531,24 +1531,36 @@ def _dwmtj_start(ct: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[
     left = N
     for e in range(K - 1):  # (a cumulative sum over the level dimension is ~10x slower)
         left = torch.sub(left, ct[:, e], out=above[:, e])
-    dev, e, j = (above > 0).logical_and_(above < N[:, None]).nonzero().unbind(1)
-    Nj = N[dev, j]
-    F = (above[dev, e, j] + 0.5) / (Nj + 1.0)
+    # The pairs, as flat indices into ``above`` (a flat nonzero and index_select are the cheap
+    # ways to gather them), and their device, edge and pulse.
+    pair = (above > 0).logical_and_(above < N[:, None]).view(-1).nonzero().squeeze(1)
+    dev = pair // ((K - 1) * m)
+    e = (pair // m) % (K - 1)
+    j = pair % m
+    cell = dev * m + j
+
+    def at_pairs(x: Tensor) -> Tensor:
+        """``(1 or n, m)`` per pulse -> ``(P,)`` its values at the pairs."""
+        return x[0].index_select(0, j) if x.shape[0] == 1 else x.reshape(-1).index_select(0, cell)
+
+    Nj = at_pairs(N)
+    F = (above.view(-1).index_select(0, pair) + 0.5) / (Nj + 1.0)
     q = torch.special.ndtri(F)
     w = Nj * torch.exp(-q * q) / (F * (1.0 - F))
     # Regressors in units of sites: t and |i| relative to the largest of the device's grid.
-    t_ref = sign_t.abs().amax(1).expand(n)
-    i_ref = abs_i.amax(1).clamp(min=1e-300).expand(n)
-    st = sign_t.expand(n, m)[dev, j] / t_ref[dev]
-    X = torch.stack([st * (abs_i.expand(n, m)[dev, j] / i_ref[dev]), -st, -q, e + 0.5 - s.expand(n, m)[dev, j]], 1)
+    t_ref = sign_t.abs().amax(1, keepdim=True)
+    i_ref = abs_i.amax(1, keepdim=True).clamp(min=1e-300)
+    st = at_pairs(sign_t / t_ref)
+    X = torch.stack([st * at_pairs(abs_i / i_ref), -st, -q, e + 0.5 - at_pairs(s)])
     # Per-device sums of w X_a X_b, a <= 2, a <= b <= 3: the normal equations of (a, b, sigma).
-    Xw = X * w[:, None]
-    S = torch.zeros((n, 9), dtype=DTYPE, device=ct.device)
-    S.index_add_(0, dev, torch.cat([X[:, a:a + 1] * Xw[:, a:] for a in range(3)], 1))
-    (s00, s01, s02, y0, s11, s12, y1, s22, y2) = S.unbind(1)
+    Xw = X * w
+    S = torch.zeros((9, n), dtype=DTYPE, device=ct.device)
+    S.index_add_(1, dev, torch.cat([X[a:a + 1] * Xw[a:] for a in range(3)]))
+    (s00, s01, s02, y0, s11, s12, y1, s22, y2) = S
     A = torch.stack([s00, s01, s02, s01, s11, s12, s02, s12, s22], 1).reshape(n, 3, 3)
     sol, pd = _pd_solve(A, torch.stack([y0, y1, y2], 1))
     a, b, sigma = sol.unbind(1)
+    t_ref, i_ref = t_ref.squeeze(1), i_ref.squeeze(1)
     mob = a / (t_ref * i_ref)
     i_c = i_ref * b / a
     ok = pd & (a > 0) & (sigma > 0) & torch.isfinite(i_c)
