@@ -1405,12 +1405,12 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
 _ENTRY_KEYS = ("c", "abs_i", "sign_t", "off_lo", "off_hi")  # the (n, L) arrays of _dwmtj_entries
 
 
-def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor]:
+def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor]:
     """The (pulse, level) cells with a non-zero count, per device, packed to the left of
     ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device), with the
     devices sorted by their number of such cells (see :func:`_dwmtj_eval`).
 
-    counts: ``(n, m, K)``; abs_i (amperes), sign_t (``sign(i) t``, seconds), s (level before
+    counts: ``(n, m, K)``; tot: ``(n, m)`` its sums over levels; abs_i (amperes), sign_t (``sign(i) t``, seconds), s (level before
     the pulse): ``(1 or n, m)``. Returns (entries, order): the devices' rows in ``order``, of
     ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's pulse), ``off_lo = s - l + 1/2`` and
     ``off_hi = s - l - 1/2`` (sites from the level's lower and upper edge to the level before
@@ -1430,6 +1430,7 @@ def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> 
     order = torch.argsort(nnz, stable=True)
     at = at.reshape(n, L)
     at_s = torch.index_select(at, 0, order)
+    pulse_s = at_s // K  # the entries' pulses, devices in order
     lev = torch.arange(K, dtype=DTYPE, device=dev)
     off = s[:, :, None] - lev + 0.5
 
@@ -1437,7 +1438,7 @@ def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> 
         """x: ``(1 or n, m)`` per pulse or ``(1 or n, m K)`` per cell -> ``(n, L)`` its values at
         the entries, devices in order (gathers along rows: ~5x faster than flat indexing)."""
         if x.shape[0] == 1:
-            return x.expand(n, -1).gather(1, at_s if per_cell else at_s // K)
+            return x.expand(n, -1).gather(1, at_s if per_cell else pulse_s)
         return torch.index_select(x.gather(1, at if per_cell else at // K), 0, order)
 
     nnz = nnz[order]
@@ -1446,7 +1447,7 @@ def _dwmtj_entries(counts: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> 
     entries = {"c": c, "abs_i": pack(abs_i, False), "sign_t": pack(sign_t, False),
                "off_lo": pack(torch.where(lev == 0, 1e30, off).reshape(-1, m * K), True),
                "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0).reshape(-1, m * K), True),
-               "nnz": nnz, "trials": counts.sum((1, 2))[order], "levels": lev[None]}
+               "nnz": nnz, "trials": tot.sum(1)[order], "levels": lev[None]}
     return entries, order
 
 
@@ -1692,7 +1693,7 @@ def _fit_dwmtj_landing(
     _positive(start_p[:, 2], "sigma")
     # The devices are fitted in the order of their number of entries (see _dwmtj_eval) and
     # reported in the given one.
-    entries, order = _dwmtj_entries(counts, abs_i, sign_t, s)
+    entries, order = _dwmtj_entries(counts, tot, abs_i, sign_t, s)
     data = _subset({"breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
                     "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
                     "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}, order)
@@ -1700,10 +1701,9 @@ def _fit_dwmtj_landing(
     theta0 = torch.zeros((n, 3), dtype=DTYPE, device=device)
     box = torch.tensor([_LOC_BOX, _LOG_BOX, _LOG_BOX], dtype=DTYPE, device=device)
     domain = ((0.0, math.inf), (0.0, math.inf), (0.0, math.inf))
-    informative = tot.sum(1) > 0
     const = _multinomial_const(tot[order], data["c"])
     r = _fit(_DWMTJ, _dwmtj_eval, _dwmtj_natural, theta0, data, -box, box, domain,
-             ("natural", "log", "log"), const, informative[order], level, max_iter, _dwmtj_kinks,
+             ("natural", "log", "log"), const, data["trials"] > 0, level, max_iter, _dwmtj_kinks,
              _dwmtj_across, _LANDING_FINAL_DEC)
     back = torch.argsort(order)
     return FitResult(r.names, *(getattr(r, key)[back] for key in ("estimate", "stderr", "ci_low", "ci_high", "loglik",
