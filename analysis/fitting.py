@@ -1470,20 +1470,31 @@ def _dwmtj_kinks(theta: Tensor, trial: Tensor, d: Data) -> tuple[Tensor, Tensor]
     scale = d["ic_scale"]
     i_c = d["ic_ref"] + theta[:, 0] * scale
     i_t = d["ic_ref"] + trial[:, 0] * scale
+    tiny = _KINK_TINY * scale
     b = d["breaks"]  # (1 or k, m): |i_j|, inf for i_j = 0
-    tiny = (_KINK_TINY * scale)[:, None]
-    ic, it = i_c[:, None], i_t[:, None]
+    if b.shape[0] == 1:
+        # A grid shared by all devices: only the devices with a break within 3 tiny of their
+        # step (found by bisection in the sorted grid) need the test below.
+        bs = b[0].sort().values
+        near = (torch.searchsorted(bs, torch.maximum(i_c, i_t) + 3.0 * tiny, right=True)
+                > torch.searchsorted(bs, torch.minimum(i_c, i_t) - 3.0 * tiny))
+        rows = near.nonzero().squeeze(1)
+    else:
+        rows = torch.arange(theta.shape[0], device=theta.device)
+    ic, it, tiny = i_c[rows, None], i_t[rows, None], tiny[rows, None]
     down = it < ic
-    crossed = torch.where(down, (it < b) & (b <= ic), (ic < b) & (b <= it))
+    crossed = (b > torch.minimum(ic, it)) & (b <= torch.maximum(ic, it))
     on = (b - ic).abs() <= 2.0 * tiny
     ahead = crossed & ~on
-    first = torch.where(down, torch.where(ahead, b, -math.inf).amax(1, keepdim=True) + tiny,
-                        torch.where(ahead, b, math.inf).amin(1, keepdim=True) - tiny)
+    # The first break ahead: the highest going down, the lowest going up (-max(-b)).
+    sgn = torch.where(down, 1.0, -1.0)
+    first = sgn * (torch.where(ahead, b * sgn, -math.inf).amax(1, keepdim=True) + tiny)
     clip = torch.isfinite(first)
     alpha = torch.where(clip, (first - ic) / torch.where(clip, it - ic, 1.0), 1.0)
-    trial = torch.where(clip, theta + alpha * (trial - theta), trial)
+    th, tr = theta[rows], trial[rows]
+    trial = trial.index_put((rows,), torch.where(clip, th + alpha * (tr - th), tr))
     crossing = torch.zeros_like(theta, dtype=torch.bool)
-    crossing[:, 0] = (crossed & on).any(1)
+    crossing[rows, 0] = (crossed & on).any(1)
     return trial, crossing
 
 
