@@ -548,8 +548,10 @@ def _newton(
       strongly correlated fits -- thermal: delta and delta / vc0 -- where the smallest
       eigenvalue of H is far below its diagonal.)
 
-    Only the active devices are evaluated. A device is given up (not stationary) when its
-    damping exceeds 1e20, when _STALL_ITERS accepted steps in a row gain less than _STALL_TOL
+    Only the active devices are evaluated (except final steps of at least three quarters of
+    the devices: all are evaluated in place, the others at their current point, which is
+    cheaper than a copy of the selected devices' data). A device is given up (not
+    stationary) when its damping exceeds 1e20, when _STALL_ITERS accepted steps in a row gain less than _STALL_TOL
     (relative), or after max_iter steps. n_iter: steps tried (evaluations after the start).
 
     kinks: for a law with jumps (see :data:`KinkFn`), damped steps end on the first jump they
