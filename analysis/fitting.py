@@ -1407,7 +1407,8 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
 _ENTRY_KEYS = ("c", "abs_i", "sign_t", "off_lo", "off_hi")  # the (n, L) arrays of _dwmtj_entries
 
 
-def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor]:
+def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor,
+                   s: Tensor) -> tuple[Data, Tensor]:
     """The (pulse, level) cells with a non-zero count, per device, packed to the left of
     ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device), with the
     devices sorted by their number of such cells (see :func:`_dwmtj_eval`).
