@@ -1407,14 +1407,13 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
 _ENTRY_KEYS = ("c", "abs_i", "sign_t", "off_lo", "off_hi")  # the (n, L) arrays of _dwmtj_entries
 
 
-def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor,
-                   s: Tensor) -> tuple[Data, Tensor]:
+def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor]:
     """The (pulse, level) cells with a non-zero count, per device, packed to the left of
     ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device), with the
     devices sorted by their number of such cells (see :func:`_dwmtj_eval`).
 
-    counts: ``(n, m, K)``; tot: ``(n, m)`` its sums over levels; abs_i (amperes), sign_t (``sign(i) t``, seconds), s (level before
-    the pulse): ``(1 or n, m)``. Returns (entries, order): the devices' rows in ``order``, of
+    counts: ``(n, m, K)``; tot: ``(n, m)``, its sums over the levels; abs_i (amperes), sign_t
+    (``sign(i) t``, seconds), s (level before the pulse): ``(1 or n, m)``. Returns (entries, order): the devices' rows in ``order``, of
     ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's pulse), ``off_lo = s - l + 1/2`` and
     ``off_hi = s - l - 1/2`` (sites from the level's lower and upper edge to the level before
     the pulse; +1e30 / -1e30 for the edges below level 0 and above level K - 1), ``nnz`` (the
