@@ -1413,7 +1413,8 @@ def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s
     devices sorted by their number of such cells (see :func:`_dwmtj_eval`).
 
     counts: ``(n, m, K)``; tot: ``(n, m)``, its sums over the levels; abs_i (amperes), sign_t
-    (``sign(i) t``, seconds), s (level before the pulse): ``(1 or n, m)``. Returns (entries, order): the devices' rows in ``order``, of
+    (``sign(i) t``, seconds), s (level before the pulse): ``(1 or n, m)``. Returns (entries,
+    order): the devices' rows in ``order``, of
     ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's pulse), ``off_lo = s - l + 1/2`` and
     ``off_hi = s - l - 1/2`` (sites from the level's lower and upper edge to the level before
     the pulse; +1e30 / -1e30 for the edges below level 0 and above level K - 1), ``nnz`` (the
