@@ -23,7 +23,6 @@ import logging
 
 import csv
 import os
-import secrets
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +35,7 @@ from .chip import EnvelopeError
 from .config import ProtocolFile, StationConfig, load_station, validate
 from .plugins import PluginError
 from .runs import BadInput, build, close_chip, current_station_ref, intersect_envelopes, take_lock
-from .store import LIBVER, RunFileBusy, RunFileError, RunFileLock, RunReader, recover
+from .store import LIBVER, RunFileBusy, RunFileError, RunFileLock, RunReader, atomic_replacement, recover
 
 __all__ = ["DATASET", "DEFAULT_MEASUREMENTS", "Evaluation", "check_csv_target", "evaluate_run", "format_table",
            "parse_measurements", "parse_passes", "record", "write_csv"]
@@ -194,10 +193,9 @@ def record(evaluation: Evaluation, lock: RunFileLock) -> None:
     if not lock.held or os.path.abspath(lock.path) != os.path.abspath(path):
         raise ValueError(f"{path}: record() needs the file's held writer lock")
     target = path.resolve()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with RunReader(target) as reader:
-            recovered_from = reader.attrs.get("recovered_from")
+    with RunReader(target) as reader:
+        recovered_from = reader.attrs.get("recovered_from")
+    with atomic_replacement(target) as tmp:
         recover(target, tmp)  # every attribute and dataset, into a fresh, cleanly closed file
         try:
             with h5py.File(tmp, "r+", libver=LIBVER) as f:
@@ -216,32 +214,12 @@ def record(evaluation: Evaluation, lock: RunFileLock) -> None:
                 ds.attrs["when"] = evaluation.when
                 ds.attrs["station"] = evaluation.station_name
                 ds.attrs["measurements"] = np.asarray(evaluation.table["measurements"][:-1], dtype=np.int64)
-                f.flush()
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise RunFileError(f"{path}: cannot record the table ({exc}); the run file was left as it was") from None
-        _fsync(tmp)
         try:
             shutil.copymode(target, tmp)
         except OSError as exc:  # the copy keeps the default mode
             log.debug("permissions of %s not copied (%s)", target, exc)
-        os.replace(tmp, target)
-        _fsync(target.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path`` (a file or a folder) to disk; best effort where the system does not allow it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # e.g. a folder on a file system that cannot sync one
-        log.debug("fsync of %s not done (%s)", path, exc)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------- output
@@ -268,17 +246,12 @@ def write_csv(evaluation: Evaluation, out: str | Path) -> Path:
     Written under a temporary name and renamed, so an existing file is replaced whole or not at all.
     """
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            names = evaluation.table.dtype.names
-            writer.writerow(names)
-            for row in evaluation.table:
-                writer.writerow([int(row[k]) if k == "measurements" else repr(float(row[k])) for k in names])
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_replacement(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        names = evaluation.table.dtype.names
+        writer.writerow(names)
+        for row in evaluation.table:
+            writer.writerow([int(row[k]) if k == "measurements" else repr(float(row[k])) for k in names])
     return out
 
 

@@ -59,6 +59,7 @@ import fcntl
 import functools
 import importlib.metadata
 import json
+import logging
 import os
 import secrets
 import socket
@@ -92,6 +93,8 @@ FORMAT = "labctl-run/1"
 
 # Oldest HDF5 object formats that support SWMR; newer features only where needed, so files stay
 # readable by HDF5 >= 1.10 (h5py builds on older libraries than the one that wrote them).
+log = logging.getLogger(__name__)
+
 LIBVER = ("v110", "latest")
 
 EVENT_DTYPE = np.dtype(
@@ -390,6 +393,38 @@ def _remove_stale_temporaries(path: Path) -> None:
 def _temporary_path(out: Path) -> Path:
     """A unique hidden name next to ``out`` for a file built before it is moved into place."""
     return out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_replacement(final: str | Path):
+    """Write a file that replaces ``final`` whole or not at all: yields a unique hidden temporary
+    path next to it; when the block ends without an error that file is flushed to disk and renamed
+    over ``final`` (readers see the old file or the new one, never a half-written one); otherwise
+    it is removed. (A writer killed inside the block leaves the temporary file, which the store
+    removes with the run file's other leftovers.)"""
+    final = Path(final)
+    tmp = _temporary_path(final)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(final.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to disk; best effort where the system does not allow it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # e.g. a folder on a file system that cannot sync one
+        log.debug("fsync of %s not done (%s)", path, exc)
+    finally:
+        os.close(fd)
 
 
 def _move_into_place(tmp: Path, final: Path, *, replace: bool) -> None:
@@ -1253,17 +1288,14 @@ def recover(path: str | Path, out_path: str | Path | None = None, *, lock: RunFi
     reader = RunReader(path)  # validates: exists, HDF5, labctl run file
     src = reader._require()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_path(out)
     try:
-        with h5py.File(tmp, "w", libver=LIBVER) as dst:
+        with atomic_replacement(out) as tmp, h5py.File(tmp, "w", libver=LIBVER) as dst:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
             dst.attrs["recovered_from"] = str(path)
             for name in reader.names():
                 _copy_dataset(reader._datasets[name], dst, name)
-        os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
         reader.close()
     return out
 

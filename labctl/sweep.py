@@ -37,7 +37,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from pydantic import Field
 
 from .config import (ConfigError, Name, ProtocolFile, StationConfig, Strict, load_protocol_file, load_station,
                      read_toml, safe_file_stem, validate)
+from .store import atomic_replacement
 
 __all__ = ["INDEX", "Point", "PointTask", "SweepPlan", "aggregate", "load_sweep", "pareto_front", "plot_sweep",
            "point_status", "read_index", "refresh_from_files", "run_point", "sweep_table", "warm_up", "write_index",
@@ -566,17 +566,8 @@ def read_index(out_dir: Path) -> dict[str, Any] | None:
 
 def write_index(out_dir: Path, index: dict[str, Any]) -> None:
     """Write ``sweep.json`` atomically (a temporary file in the folder, then renamed over it)."""
-    out_dir = Path(out_dir)
-    fd, tmp = tempfile.mkstemp(prefix=".sweep.", suffix=".json.tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            json.dump(index, stream, indent=1, default=_json_default)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, out_dir / INDEX)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_replacement(Path(out_dir) / INDEX) as tmp, open(tmp, "w") as stream:
+        json.dump(index, stream, indent=1, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -651,9 +642,8 @@ def write_tables(out_dir: Path, index: dict[str, Any]) -> list[Path]:
     for suffix, writer in ((".csv", lambda t, f: t.to_csv(f, index=False)),
                            (".parquet", lambda t, f: t.to_parquet(f, index=False))):
         final = Path(out_dir) / f"sweep{suffix}"
-        tmp = final.with_name(f".{final.name}.tmp")
-        writer(table, tmp)
-        os.replace(tmp, final)
+        with atomic_replacement(final) as tmp:
+            writer(table, tmp)
         written.append(final)
     return written
 

@@ -119,13 +119,13 @@ def test_file_stays_readable_and_a_rerun_replaces_the_table(run_file, capsys):
 
 def test_an_interrupted_evaluation_leaves_the_file_as_it_was(run_file, monkeypatch, capsys):
     """Killed after the table was written into the copy, before the copy replaced the file."""
-    import labctl.evaluate
+    import labctl.store
 
     def interrupt(path):
         raise KeyboardInterrupt
 
     before = run_file.read_bytes()
-    monkeypatch.setattr(labctl.evaluate, "_fsync", interrupt)
+    monkeypatch.setattr(labctl.store, "_fsync", interrupt)  # the flush before the rename
     assert main(["evaluate", str(run_file), "--measurements", "1", "--passes", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert "interrupted" in err[-1] and "left as it was" in err[-1] and "Traceback" not in "".join(err)
