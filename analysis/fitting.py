@@ -96,10 +96,18 @@ _LOGIT_BOX = 30.0  # bound on logit(a)
 _REL_BOX = 1e4  # bound on relative parameters (x / x_ref - 1, thermal law)
 _DEC_TOL = 1e-10  # Newton decrement g^T H^-1 g (nats); = squared step in standard errors
 _FINAL_DEC = 1e-6  # below this decrement the last Newton step is taken and checked by the NLL alone
-# The same for the landing law, whose evaluations cost most: from 0.1 standard errors away the
-# final step moves its estimates by less than 1e-3 standard errors (3e-4 in the benchmark's
-# simulation); the information, taken before that step, changes its standard errors by ~0.04 %.
-_LANDING_FINAL_DEC = 1e-2
+# The same for the landing law, whose evaluations cost most and whose start is within about
+# half a standard error of the maximum: the final step is taken from up to one standard error
+# away -- for most devices straight from the start -- when the NLL it gains agrees with the
+# quadratic model's (see _FINAL_RATIO). In the benchmark's simulation the estimates are then
+# within 1e-3 standard errors of the maximum (median; at most 0.03) and the standard errors,
+# from the information before that step, within 0.35 % (median; at most 3.5 %) of those at it.
+_LANDING_FINAL_DEC = 1.0
+# A final step from a decrement above _FINAL_CHECKED must gain dec / 2 nats, as the quadratic
+# model predicts, within this fraction: the law's cubic term along the step is then small, so
+# the step lands close to the maximum. Below _FINAL_CHECKED the step is too short to matter.
+_FINAL_RATIO = 0.01
+_FINAL_CHECKED = 1e-2
 _MAX_ITER = 100
 _STALL_TOL = 1e-13  # relative NLL gain below which an iteration counts as no progress
 _STALL_ITERS = 5  # that many such iterations in a row: give up on the device
@@ -319,7 +327,7 @@ def _log_factorial(x: Tensor, top: Tensor) -> Tensor:
     if t > 1_000_000:
         return torch.lgamma(x + 1)
     table = torch.lgamma(torch.arange(t + 1, dtype=DTYPE, device=x.device) + 1)
-    return table[x.long()]
+    return table.index_select(0, x.reshape(-1).long()).view(x.shape)  # (~2x faster than table[x.long()])
 
 
 def _binomial_const(k: Tensor, N: Tensor) -> Tensor:
@@ -536,9 +544,11 @@ def _newton(
     * ``dec < _DEC_TOL`` with H positive definite: stationary, done;
     * ``dec < final_dec`` (default _FINAL_DEC): the final Newton step -- undamped, checked by
       the NLL alone (one cheap evaluation); accepted if the NLL does not rise (and, for a law
-      with jumps, it crosses none), and then stationary, done: Newton converges quadratically,
-      so from a point ``sqrt(final_dec)`` standard errors away the step lands within about
-      ``final_dec`` standard errors of the maximum (for _FINAL_DEC closer than the
+      with jumps, it crosses none; and, from ``dec > _FINAL_CHECKED``, it gains ``dec / 2``
+      within the fraction _FINAL_RATIO, as the quadratic model predicts), and then stationary,
+      done: Newton converges quadratically, so from a point ``sqrt(final_dec)`` standard errors
+      away the step lands within about ``final_dec`` standard errors of the maximum, times the
+      law's curvature change across a standard error (for _FINAL_DEC closer than the
       ``sqrt(_DEC_TOL)`` of the plain test);
     * otherwise a damped step ``(H + lam diag|H|) s = -g`` (one ``lam`` per device, 0 at the
       start: a full Newton step) with NLL, gradient and information evaluated at the trial
@@ -611,6 +621,8 @@ def _newton(
             f_new = ev(trial_s, data_s, False)[0][rows]
             n_iter[gl] += 1
             ok = torch.isfinite(f_new) & (f_new <= fi[sel])
+            d_sel = dec[sel]
+            ok &= (d_sel <= _FINAL_CHECKED) | ((fi[sel] - f_new - 0.5 * d_sel).abs() <= _FINAL_RATIO * 0.5 * d_sel)
             if kinks is not None:  # (a final step that would cross a jump of the law is not one)
                 clipped, crossing = (x[rows] for x in kinks(th_s, trial_s, data_s))
                 ok &= (clipped == trial).all(1) & ~crossing.any(1)
@@ -1407,51 +1419,52 @@ def _dwmtj_eval_rows(theta: Tensor, d: Data, derivs: bool):
 _ENTRY_KEYS = ("c", "abs_i", "sign_t", "off_lo", "off_hi")  # the (n, L) arrays of _dwmtj_entries
 
 
-def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor]:
+def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Data, Tensor, Tensor]:
     """The (pulse, level) cells with a non-zero count, per device, packed to the left of
     ``(n, L)`` arrays in (pulse, level) order (L: the most such cells of any device), with the
     devices sorted by their number of such cells (see :func:`_dwmtj_eval`).
 
     counts: ``(n, m, K)``; tot: ``(n, m)``, its sums over the levels; abs_i (amperes), sign_t
     (``sign(i) t``, seconds), s (level before the pulse): ``(1 or n, m)``. Returns (entries,
-    order): the devices' rows in ``order``, of
+    order, cells): the devices' rows in ``order``, of
     ``c`` (counts), ``abs_i``, ``sign_t`` (the entry's pulse), ``off_lo = s - l + 1/2`` and
     ``off_hi = s - l - 1/2`` (sites from the level's lower and upper edge to the level before
     the pulse; +1e30 / -1e30 for the edges below level 0 and above level K - 1), ``nnz`` (the
     number of entries) and ``trials`` (total counts), and ``levels``, the ``(1, K)`` level
-    numbers.
+    numbers; cells: ``(n, L)`` the entries' cells ``pulse K + level`` (0 in the padding, which
+    repeats the device's first cell with a count of 0: it adds nothing).
     """
     n, m, K = counts.shape
     dev = counts.device
-    nonzero = (counts > 0).reshape(n, m * K)
-    nnz = nonzero.view(torch.uint8).sum(1, dtype=torch.int64)  # (a bool sum is ~10x slower)
+    mk = m * K
+    flat = (counts > 0).view(-1).nonzero().squeeze(1)  # the non-zero cells, device by device
+    row = flat // mk
+    nnz = torch.bincount(row, minlength=n)
     L = max(1, int(nnz.max())) if n else 1
-    # at[i, slot]: the entry's cell (pulse * K + level) in the device's row (0 in the padding).
-    at = torch.zeros((n * L,), dtype=torch.int64, device=dev)
-    slots = torch.arange(L, device=dev) < nnz[:, None]
-    at[slots.reshape(-1).nonzero().squeeze(1)] = nonzero.reshape(-1).nonzero().squeeze(1) % (m * K)
     order = torch.argsort(nnz, stable=True)
-    at = at.reshape(n, L)
-    at_s = torch.index_select(at, 0, order)
-    pulse_s = at_s // K  # the entries' pulses, devices in order
+    # An entry's place in the flat (n, L) layout: L times its device's rank in ``order``, plus
+    # its index among the device's entries (its index in ``flat`` less the device's first).
+    shift = torch.empty_like(order)
+    shift[order] = torch.arange(0, n * L, L, device=dev)
+    shift -= torch.cumsum(nnz, 0) - nnz
+    dest = torch.arange(flat.numel(), device=dev).add_(shift.index_select(0, row))
+    cells = torch.zeros(n * L, dtype=torch.int64, device=dev).index_copy_(0, dest, flat - row * mk).view(n, L)
+    c = torch.zeros(n * L, dtype=DTYPE, device=dev).index_copy_(0, dest, counts.view(-1).index_select(0, flat).to(DTYPE))
     lev = torch.arange(K, dtype=DTYPE, device=dev)
     off = s[:, :, None] - lev + 0.5
 
-    def pack(x: Tensor, per_cell: bool) -> Tensor:
-        """x: ``(1 or n, m)`` per pulse or ``(1 or n, m K)`` per cell -> ``(n, L)`` its values at
-        the entries, devices in order (gathers along rows: ~5x faster than flat indexing)."""
+    def pack(x: Tensor) -> Tensor:
+        """x: ``(1 or n, m K)`` per cell -> ``(n, L)`` its values at the entries, devices in order."""
         if x.shape[0] == 1:
-            return x.expand(n, -1).gather(1, at_s if per_cell else pulse_s)
-        return torch.index_select(x.gather(1, at if per_cell else at // K), 0, order)
+            return x.expand(n, -1).gather(1, cells)
+        return torch.index_select(x, 0, order).gather(1, cells)
 
-    nnz = nnz[order]
-    # The padding repeats the device's first cell with a count of 0: it adds nothing.
-    c = pack(counts.reshape(n, m * K), True).masked_fill_(torch.arange(L, device=dev) >= nnz[:, None], 0.0)
-    entries = {"c": c, "abs_i": pack(abs_i, False), "sign_t": pack(sign_t, False),
-               "off_lo": pack(torch.where(lev == 0, 1e30, off).reshape(-1, m * K), True),
-               "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0).reshape(-1, m * K), True),
-               "nnz": nnz, "trials": tot.sum(1)[order], "levels": lev[None]}
-    return entries, order
+    entries = {"c": c.view(n, L), "abs_i": pack(abs_i.repeat_interleave(K, dim=1)),
+               "sign_t": pack(sign_t.repeat_interleave(K, dim=1)),
+               "off_lo": pack(torch.where(lev == 0, 1e30, off).reshape(-1, mk)),
+               "off_hi": pack(torch.where(lev == K - 1, -1e30, off - 1.0).reshape(-1, mk)),
+               "nnz": nnz[order], "trials": tot.sum(1)[order], "levels": lev[None]}
+    return entries, order, cells
 
 
 def _slice(d: Data, lo: int, hi: int) -> Data:
@@ -1526,56 +1539,74 @@ def _dwmtj_across(theta: Tensor, d: Data) -> Tensor:
     return out
 
 
-def _dwmtj_start(ct: Tensor, abs_i: Tensor, sign_t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-    """``(n, 3)`` start (i_c, mobility, sigma) from the fractions of landings beyond each edge.
+def _dwmtj_start(e: Data, cells: Tensor, order: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor,
+                 s: Tensor) -> tuple[Tensor, Tensor]:
+    """``(n, 3)`` start (i_c, mobility, sigma) from the fractions of landings beyond each edge,
+    devices in ``order``.
 
     At a pulse that moves the wall, the fraction of trials landing beyond edge e (``level >
     e``) is ``Phi((pos - e - 1/2) / sigma)``, ``pos = s + sign(i) t (mobility |i| -
     mobility i_c)``, so its probit ``q`` obeys ``sign(i) t |i| a - sign(i) t b - sigma q = e +
     1/2 - s``: linear in (a, b, sigma) = (mobility, mobility i_c, sigma). A weighted least-squares
-    fit of that over the (pulse, edge) pairs that split the trials (some landed beyond the edge,
-    some not; continuity-corrected fractions, delta-method weights ``N phi(q)^2 / (F (1 -
-    F))``) is within about a standard error of the maximum. ct: ``(n, K, m)`` counts;
-    abs_i, sign_t (``sign(i) t``), s: ``(1 or n, m)``. Returns (start, ok), ok False where
-    fewer than three independent pairs (or a non-positive mobility or sigma) leave the fit
-    undetermined.
+    fit of that over the (pulse, edge) pairs that split the trials (continuity-corrected
+    fractions, delta-method weights ``N phi(q)^2 / (F (1 - F))``) is within about a standard
+    error of the maximum. The pairs are read off the entries (:func:`_dwmtj_entries`): two
+    consecutive entries of one pulse split its trials at the edge just above the lower one
+    (where a level between them is empty, the other edges of that gap, which split the trials
+    the same way, are left out). e, cells, order: as :func:`_dwmtj_entries` returns them; tot:
+    ``(n, m)`` trials per pulse; abs_i, sign_t (``sign(i) t``), s: ``(1 or n, m)``, devices in
+    the given order. Returns (start, ok), ok False where fewer than three independent pairs
+    (or a non-positive mobility or sigma) leave the fit undetermined.
     """
-    n, K, m = ct.shape
-    N = ct.sum(1)
-    above = torch.empty((n, K - 1, m), dtype=DTYPE, device=ct.device)  # trials landing beyond edge e
-    left = N
-    for e in range(K - 1):  # (a cumulative sum over the level dimension is ~10x slower)
-        left = torch.sub(left, ct[:, e], out=above[:, e])
-    # The pairs, as flat indices into ``above`` (a flat nonzero and index_select are the cheap
-    # ways to gather them), and their device, edge and pulse.
-    pair = (above > 0).logical_and_(above < N[:, None]).view(-1).nonzero().squeeze(1)
-    dev = pair // ((K - 1) * m)
-    e = (pair // m) % (K - 1)
-    j = pair % m
-    cell = dev * m + j
+    c = e["c"]
+    n, L = c.shape
+    m = tot.shape[1]
+    K = e["levels"].shape[1]
+    dev = c.device
+    pulse = torch.div(cells, K, rounding_mode="floor")
+    lower = torch.zeros((n, L), dtype=torch.bool, device=dev)  # the entry and the next are one pulse's
+    torch.eq(pulse[:, 1:], pulse[:, :-1], out=lower[:, :-1])
+    lower[:, :-1] &= torch.arange(1, L, device=dev) < e["nnz"][:, None]
+    pair = lower.view(-1).nonzero().squeeze(1)  # flat (n, L) index of the lower entry
+    row = torch.div(pair, L, rounding_mode="floor")  # device, in order
+    pulse_j = pulse.view(-1).index_select(0, pair)
+    # Trials of the pulse beyond the edge: the counts of its entries after the lower one (at
+    # most K - 1 of them, each one place further along the row).
+    c_flat, lower_flat = c.view(-1), lower.view(-1)
+    beyond = c_flat.index_select(0, pair + 1)
+    more = torch.ones_like(pair, dtype=torch.bool)
+    last = n * L - 1
+    for d in range(1, K - 1):
+        more &= lower_flat.index_select(0, (pair + d).clamp_(max=last))  # (False at a row's last slot)
+        if not bool(more.any()):
+            break
+        beyond += torch.where(more, c_flat.index_select(0, (pair + d + 1).clamp_(max=last)), 0.0)
+    cell = order.index_select(0, row) * m + pulse_j  # the pair's pulse in the (n, m) arrays
 
     def at_pairs(x: Tensor) -> Tensor:
-        """``(1 or n, m)`` per pulse -> ``(P,)`` its values at the pairs."""
-        return x[0].index_select(0, j) if x.shape[0] == 1 else x.reshape(-1).index_select(0, cell)
+        """``(1 or n, m)`` per pulse, devices in the given order -> ``(P,)`` its values at the pairs."""
+        return x[0].index_select(0, pulse_j) if x.shape[0] == 1 else x.reshape(-1).index_select(0, cell)
 
-    Nj = at_pairs(N)
-    F = (above.view(-1).index_select(0, pair) + 0.5) / (Nj + 1.0)
+    Nj = at_pairs(tot)
+    F = (beyond - 0.3) / (Nj - 0.6)
     q = torch.special.ndtri(F)
     w = Nj * torch.exp(-q * q) / (F * (1.0 - F))
     # Regressors in units of sites: t and |i| relative to the largest of the device's grid.
-    t_ref = sign_t.abs().amax(1, keepdim=True)
-    i_ref = abs_i.amax(1, keepdim=True).clamp(min=1e-300)
-    st = at_pairs(sign_t / t_ref)
-    X = torch.stack([st * at_pairs(abs_i / i_ref), -st, -q, e + 0.5 - at_pairs(s)])
+    t_ref = sign_t.abs().amax(1)
+    i_ref = abs_i.amax(1).clamp(min=1e-300)
+    if t_ref.shape[0] > 1:
+        t_ref, i_ref = t_ref[order], i_ref[order]
+    st = at_pairs(sign_t) / t_ref.expand(n).index_select(0, row)
+    edge = (cells.view(-1).index_select(0, pair) - pulse_j * K).to(DTYPE)
+    X = torch.stack([st * at_pairs(abs_i) / i_ref.expand(n).index_select(0, row), -st, -q, edge + 0.5 - at_pairs(s)])
     # Per-device sums of w X_a X_b, a <= 2, a <= b <= 3: the normal equations of (a, b, sigma).
     Xw = X * w
-    S = torch.zeros((9, n), dtype=DTYPE, device=ct.device)
-    S.index_add_(1, dev, torch.cat([X[a:a + 1] * Xw[a:] for a in range(3)]))
+    S = torch.zeros((9, n), dtype=DTYPE, device=dev)
+    S.index_add_(1, row, torch.cat([X[a:a + 1] * Xw[a:] for a in range(3)]))
     (s00, s01, s02, y0, s11, s12, y1, s22, y2) = S
     A = torch.stack([s00, s01, s02, s01, s11, s12, s02, s12, s22], 1).reshape(n, 3, 3)
     sol, pd = _pd_solve(A, torch.stack([y0, y1, y2], 1))
     a, b, sigma = sol.unbind(1)
-    t_ref, i_ref = t_ref.squeeze(1), i_ref.squeeze(1)
     mob = a / (t_ref * i_ref)
     i_c = i_ref * b / a
     ok = pd & (a > 0) & (sigma > 0) & torch.isfinite(i_c)
@@ -1666,7 +1697,7 @@ def _fit_dwmtj_landing(
         raise ValueError(f"levels: expected an int >= 2, got {levels!r}")
     levels = int(levels)
     device = _device_of(level_counts, current, width)
-    counts = _counts(level_counts, "level_counts", device, 3)
+    counts = _counts(level_counts, "level_counts", device, 3).contiguous()
     n, m, L = counts.shape
     if L != levels:
         raise ValueError(f"level_counts: expected last dimension = levels = {levels}, got shape {tuple(counts.shape)}")
@@ -1686,28 +1717,28 @@ def _fit_dwmtj_landing(
         raise ValueError(f"start: expected whole levels in 0 .. {levels - 1}")
     i, t, s = (_shared_rows(x).contiguous() for x in (i, t, s))
     abs_i, sign_t = i.abs(), torch.sign(i) * t
-    ct = counts.transpose(1, 2).contiguous()  # (n, L, m): levels before pulses
-    tot = ct.sum(1)
-    away = tot - ct.gather(1, s.long().expand(n, m).unsqueeze(1)).squeeze(1)  # trials that moved
+    tot = counts.sum(2)
+    away = tot - counts.gather(2, s.long().expand(n, m).unsqueeze(2)).squeeze(2)  # trials that moved
     moved_below = torch.where((away > 0) & (abs_i > 0), abs_i, math.inf).amin(1)  # bound on i_c, amperes
 
+    # The devices are fitted in the order of their number of entries (see _dwmtj_eval) and
+    # reported in the given one.
+    entries, order, cells = _dwmtj_entries(counts, tot, abs_i, sign_t, s)
     if isinstance(init, Mapping) or init is None:
-        auto, ok = _dwmtj_start(ct, abs_i, sign_t, s)
-        if not bool(ok.all()):
-            bad = (~ok).nonzero().squeeze(1)
-            auto[bad] = _dwmtj_rough_start(ct[bad], *(x.expand(n, m)[bad] for x in (i, t, s)))
+        auto = torch.empty((n, 3), dtype=DTYPE, device=device)
+        auto[order], ok_s = _dwmtj_start(entries, cells, order, tot, abs_i, sign_t, s)
+        if not bool(ok_s.all()):
+            bad = order[~ok_s]
+            auto[bad] = _dwmtj_rough_start(counts[bad].transpose(1, 2), *(x.expand(n, m)[bad] for x in (i, t, s)))
         # Every pulse that moved the wall (trials away from the start level) bounds i_c from
         # above: at i_c >= |i| the law gives those trials probability 0. Start below the lowest.
-        margin = 0.05 / (auto[:, 1] * t.median(1).values)  # 0.05 sites of displacement
+        margin = 0.01 / (auto[:, 1] * t.median(1).values)  # 0.01 sites of displacement
         auto[:, 0] = torch.minimum(auto[:, 0], moved_below - margin)
     else:  # a full matrix of starting values
         auto = torch.zeros((n, 3), dtype=DTYPE, device=device)
     start_p = _init_matrix(init, _DWMTJ, auto)
     _positive(start_p[:, 1], "mobility")
     _positive(start_p[:, 2], "sigma")
-    # The devices are fitted in the order of their number of entries (see _dwmtj_eval) and
-    # reported in the given one.
-    entries, order = _dwmtj_entries(counts, tot, abs_i, sign_t, s)
     data = _subset({"breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
                     "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
                     "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}, order)

@@ -228,10 +228,12 @@ def test_dwmtj_landing_with_i_c_on_a_pulse_current():
 
 
 def test_dwmtj_landing_final_step_from_a_looser_decrement_moves_estimates_little(monkeypatch):
-    """The landing fit takes its final Newton step from a decrement of 1e-2 (0.1 standard
-    errors), not 1e-6: at the same maximum its estimates are within 1e-3 standard errors of
-    those of the tighter rule, its standard errors within 1 %, with fewer steps; integer
-    counts give the same fit as float ones, and devices with no counts at all pass through."""
+    """The landing fit takes its final Newton step from a decrement of up to 1 (one standard
+    error; most devices straight from the start), not 1e-6: it reaches the same maximum (log
+    likelihood within 1e-3 nats), its estimates within 0.05 standard errors of those of the
+    tighter rule and its standard errors within 5 % (bounds of the documented accuracy: 0.015
+    and 1.4 % here), with fewer steps; integer counts give the same fit as float ones, and
+    devices with no counts at all pass through."""
     import analysis.fitting as fitting
 
     current, counts, _ = dwmtj_data(300, seed=23)
@@ -244,11 +246,11 @@ def test_dwmtj_landing_final_step_from_a_looser_decrement_moves_estimates_little
     no_nan(loose)
     assert not loose.converged[:2].any()
     assert torch.equal(loose.converged, tight.converged)
-    same = tight.converged & ((loose.loglik - tight.loglik).abs() < 1e-6)
-    assert same.double().mean() > 0.98
-    assert ((loose.estimate - tight.estimate).abs() / tight.stderr)[same].max() < 1e-3
-    assert ((loose.stderr / tight.stderr - 1.0).abs())[same].max() < 1e-2
-    assert loose.n_iter.sum() < tight.n_iter.sum()
+    same = tight.converged & ((loose.loglik - tight.loglik).abs() < 1e-3)
+    assert torch.equal(same, tight.converged)
+    assert ((loose.estimate - tight.estimate).abs() / tight.stderr)[same].max() < 0.05
+    assert ((loose.stderr / tight.stderr - 1.0).abs())[same].max() < 0.05
+    assert loose.n_iter.sum() < 0.7 * tight.n_iter.sum()
 
 
 def test_thermal_init_from_linear_fit_is_close():
