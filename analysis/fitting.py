@@ -111,7 +111,7 @@ _FINAL_CHECKED = 1e-2
 _MAX_ITER = 100
 _STALL_TOL = 1e-13  # relative NLL gain below which an iteration counts as no progress
 _STALL_ITERS = 5  # that many such iterations in a row: give up on the device
-_PIN_TRIES = 8  # rejected steps across a kink (damping up to ~30) before the device is held on it
+_PIN_TRIES = 4  # rejected steps across a kink (damping growing to ~0.5) before the device is held on it
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SE_MAX = 100.0  # internal-scale standard error beyond which a parameter counts as unidentified
 
