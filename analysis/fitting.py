@@ -1587,8 +1587,11 @@ def _dwmtj_start(e: Data, cells: Tensor, order: Tensor, tot: Tensor, abs_i: Tens
         """``(1 or n, m)`` per pulse, devices in the given order -> ``(P,)`` its values at the pairs."""
         return x[0].index_select(0, pulse_j) if x.shape[0] == 1 else x.reshape(-1).index_select(0, cell)
 
-    Nj = at_pairs(tot)
-    F = (beyond - 0.3) / (Nj - 0.6)
+    # The per-pair arithmetic in float32 (twice as fast; a start needs no more precision), the
+    # normal equations solved in float64.
+    f32 = torch.float32
+    Nj = at_pairs(tot).to(f32)
+    F = (beyond.to(f32) - 0.3) / (Nj - 0.6)
     q = torch.special.ndtri(F)
     w = Nj * torch.exp(-q * q) / (F * (1.0 - F))
     # Regressors in units of sites: t and |i| relative to the largest of the device's grid.
@@ -1596,14 +1599,15 @@ def _dwmtj_start(e: Data, cells: Tensor, order: Tensor, tot: Tensor, abs_i: Tens
     i_ref = abs_i.amax(1).clamp(min=1e-300)
     if t_ref.shape[0] > 1:
         t_ref, i_ref = t_ref[order], i_ref[order]
-    st = at_pairs(sign_t) / t_ref.expand(n).index_select(0, row)
-    edge = (cells.view(-1).index_select(0, pair) - pulse_j * K).to(DTYPE)
-    X = torch.stack([st * at_pairs(abs_i) / i_ref.expand(n).index_select(0, row), -st, -q, edge + 0.5 - at_pairs(s)])
+    st = (at_pairs(sign_t) / t_ref.expand(n).index_select(0, row)).to(f32)
+    rel_i = (at_pairs(abs_i) / i_ref.expand(n).index_select(0, row)).to(f32)
+    edge = (cells.view(-1).index_select(0, pair) - pulse_j * K).to(f32)
+    X = torch.stack([st * rel_i, -st, -q, edge + 0.5 - at_pairs(s).to(f32)])
     # Per-device sums of w X_a X_b, a <= 2, a <= b <= 3: the normal equations of (a, b, sigma).
     Xw = X * w
-    S = torch.zeros((9, n), dtype=DTYPE, device=dev)
+    S = torch.zeros((9, n), dtype=f32, device=dev)
     S.index_add_(1, row, torch.cat([X[a:a + 1] * Xw[a:] for a in range(3)]))
-    (s00, s01, s02, y0, s11, s12, y1, s22, y2) = S
+    (s00, s01, s02, y0, s11, s12, y1, s22, y2) = S.to(DTYPE)
     A = torch.stack([s00, s01, s02, s01, s11, s12, s02, s12, s22], 1).reshape(n, 3, 3)
     sol, pd = _pd_solve(A, torch.stack([y0, y1, y2], 1))
     a, b, sigma = sol.unbind(1)
