@@ -1,4 +1,4 @@
-"""Results table of the mean/variance rule (issue 4, method a): accuracy against measurements per synapse.
+"""Results table of the mean/variance rule (binary stochastic DW synapses): accuracy against measurements per synapse.
 
 Single layer 64 -> 10 of stochastic binary DW synapses on the binarised 8x8 digits (test split:
 25 %, split seed 0; validation: 20 % of the training split), station ``sim-dw-640`` (640 wires
