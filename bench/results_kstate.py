@@ -1,4 +1,4 @@
-"""Results table of K-state DW-MTJ training K = 2, 3, 5, in-situ and ex-situ.
+"""Results table of K-state DW-MTJ training: K = 2, 3, 5, in-situ and ex-situ.
 
 A 64-32-10 MLP on the 8x8 digits (analog inputs in [0, 1]; test split 25 %, split seed 0;
 validation 20 % of the training split), one K-state DW-MTJ per weight, stations

@@ -1,4 +1,4 @@
-"""Training throughput of the mean/variance rule time per epoch and peak memory.
+"""Training throughput of the mean/variance rule: time per epoch and peak memory.
 
 Method (a), chip in the loop on the direct simulated backend (``SimulatedArray``, station
 ``sim-dw-640``: 640 DW nanowires, a 64 -> 10 layer on binarised 8x8 digits, batch 64), at N = 1
