@@ -47,6 +47,20 @@ def wait_for_checkpoints(path: Path, count: int, timeout: float = 60) -> None:
     raise AssertionError(f"{path} did not reach {count} checkpoints in {timeout} s")
 
 
+def short_main_job(tmp_path: Path) -> str:
+    """A protocol file: the main job (``train-meanvar``) with 12 epochs instead of up to 100, so
+    that a test that races a second command against a live run, or interrupts one, does not then
+    wait ~30 s for the rest of the training. The race itself is the main job's: the same
+    calibration, checkpoints and file writes."""
+    from importlib import resources  # noqa: PLC0415 - only this helper needs it
+
+    text = resources.files("labctl.defaults").joinpath("protocols", "train-meanvar.toml").read_text()
+    text = text.replace("max_epochs = 100", "max_epochs = 12")
+    assert "max_epochs = 12" in text
+    (tmp_path / "short.toml").write_text(text)
+    return "short.toml"
+
+
 def assert_one_line_error(stderr: str) -> None:
     assert "Traceback" not in stderr
     assert stderr.strip().count("\n") == 0, stderr
@@ -56,7 +70,8 @@ def assert_one_line_error(stderr: str) -> None:
 # ---------------------------------------------------------------------------- one writer per file
 @pytest.mark.slow
 def test_resume_while_the_run_writes_is_refused(tmp_path):
-    run = start("run", "--no-progress", "--checkpoint-every", "0", "--out", "live.h5", cwd=tmp_path)
+    run = start("run", short_main_job(tmp_path), "--no-progress",
+                "--checkpoint-every", "0", "--out", "live.h5", cwd=tmp_path)
     wait_for_checkpoints(tmp_path / "live.h5", 2)
     second = labctl("resume", "live.h5", "--no-progress", cwd=tmp_path)
     assert second.returncode == 2
@@ -71,7 +86,8 @@ def test_resume_while_the_run_writes_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_two_resumes_at_once_one_proceeds(tmp_path):
-    run = start("run", "--no-progress", "--checkpoint-every", "0", "--out", "k.h5", cwd=tmp_path)
+    run = start("run", short_main_job(tmp_path), "--no-progress",
+                "--checkpoint-every", "0", "--out", "k.h5", cwd=tmp_path)
     wait_for_checkpoints(tmp_path / "k.h5", 3)
     run.send_signal(signal.SIGKILL)
     run.wait()
@@ -102,7 +118,8 @@ def test_two_runs_on_one_file_one_proceeds(tmp_path):
 
 # ---------------------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_without_a_terminal_says_how_to_go_on(tmp_path):
-    run = start("run", "--no-progress", "--checkpoint-every", "0", "--out", "c.h5", cwd=tmp_path)
+    run = start("run", short_main_job(tmp_path), "--no-progress",
+                "--checkpoint-every", "0", "--out", "c.h5", cwd=tmp_path)
     wait_for_checkpoints(tmp_path / "c.h5", 2)
     run.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 60
@@ -120,7 +137,8 @@ def test_ctrl_c_without_a_terminal_says_how_to_go_on(tmp_path):
 
 def test_ctrl_c_in_a_terminal_then_enter_resumes(tmp_path):
     master, slave = pty.openpty()
-    run = start("run", "--no-progress", "--checkpoint-every", "0", "--out", "t.h5", cwd=tmp_path, stdin=slave)
+    run = start("run", short_main_job(tmp_path), "--no-progress",
+                "--checkpoint-every", "0", "--out", "t.h5", cwd=tmp_path, stdin=slave)
     os.close(slave)
     try:
         wait_for_checkpoints(tmp_path / "t.h5", 2)
@@ -198,7 +216,8 @@ def test_resume_never_widens_the_envelope_recorded_in_an_edited_run_file(tmp_pat
     station's limits (the intersection of both), and the difference is said."""
     import json
 
-    run = start("run", "--no-progress", "--checkpoint-every", "0", "--out", "e.h5", cwd=tmp_path)
+    run = start("run", short_main_job(tmp_path), "--no-progress",
+                "--checkpoint-every", "0", "--out", "e.h5", cwd=tmp_path)
     wait_for_checkpoints(tmp_path / "e.h5", 3)
     run.send_signal(signal.SIGTERM)  # aborted: a cleanly closed, resumable file
     assert run.wait() == 1
