@@ -67,6 +67,20 @@ def reference(sweep_file, tmp_path_factory) -> pd.DataFrame:
     return table
 
 
+def _worker_processes(parent: psutil.Process) -> list[psutil.Process]:
+    """The Dask worker processes (multiprocessing spawns) under ``parent``. A short-lived child
+    that ends while the list is read (a zombie, or gone) is not one of them."""
+    found = []
+    for child in parent.children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+        if "spawn_main" in command:
+            found.append(child)
+    return found
+
+
 def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
@@ -160,7 +174,7 @@ def test_sweep_process_sigkilled_then_rerun_finishes_with_the_same_table(sweep_f
         deadline = time.monotonic() + 60
         while not children:  # the LocalCluster's worker process
             assert time.monotonic() < deadline and proc.poll() is None, "no worker process started"
-            children = [c for c in me.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+            children = _worker_processes(me)
             time.sleep(0.05)
         run_file, _ = _point_being_written(out, [c.pid for c in children], timeout=60)
         children = me.children(recursive=True)
@@ -201,7 +215,7 @@ def test_ctrl_c_at_the_terminal_lets_the_running_point_finish_and_starts_no_othe
         deadline = time.monotonic() + 60
         while not children or not DASHBOARD.search("".join(lines)):
             assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
-            children = [c for c in me.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+            children = _worker_processes(me)
             time.sleep(0.05)
         dashboard = DASHBOARD.search("".join(lines)).group(1)
         with urllib.request.urlopen(dashboard, timeout=20) as page:  # bokeh is installed: a real page
