@@ -45,9 +45,10 @@ Failure handling. A device is ``converged`` only if all of these hold:
 
 * the Newton iteration reached a stationary point with a positive-definite Hessian: Newton
   decrement ``g^T H^-1 g`` below 1e-10 (the next step would be ~1e-5 standard errors), or
-  below 1e-6 (1e-2 for the landing law) and the final undamped Newton step taken (which,
-  Newton converging quadratically, lands closer still) without raising the negative
-  log-likelihood;
+  below 1e-6 and the final undamped Newton step taken (which, Newton converging
+  quadratically, lands closer still) without raising the negative log-likelihood (for the
+  landing law: below 1, with the step's gain matching the quadratic model's; see
+  :func:`fit_dwmtj_landing`);
 * the point is strictly inside the box that bounds the internal parameters (a maximum that
   runs off to infinity is not an estimate);
 * every parameter is identified: finite standard errors, and on the internal scale below 100
@@ -97,11 +98,8 @@ _REL_BOX = 1e4  # bound on relative parameters (x / x_ref - 1, thermal law)
 _DEC_TOL = 1e-10  # Newton decrement g^T H^-1 g (nats); = squared step in standard errors
 _FINAL_DEC = 1e-6  # below this decrement the last Newton step is taken and checked by the NLL alone
 # The same for the landing law, whose evaluations cost most and whose start is within about
-# half a standard error of the maximum: the final step is taken from up to one standard error
-# away -- for most devices straight from the start -- when the NLL it gains agrees with the
-# quadratic model's (see _FINAL_RATIO). In the benchmark's simulation the estimates are then
-# within 1e-3 standard errors of the maximum (median; at most 0.03) and the standard errors,
-# from the information before that step, within 0.35 % (median; at most 3.5 %) of those at it.
+# half a standard error of the maximum: from up to one standard error away, most devices straight
+# from the start (accuracy: see fit_dwmtj_landing).
 _LANDING_FINAL_DEC = 1.0
 # A final step from a decrement above _FINAL_CHECKED must gain dec / 2 nats, as the quadratic
 # model predicts, within this fraction: the law's cubic term along the step is then small, so
@@ -1449,7 +1447,7 @@ def _dwmtj_entries(counts: Tensor, tot: Tensor, abs_i: Tensor, sign_t: Tensor, s
     shift -= torch.cumsum(nnz, 0) - nnz
     dest = torch.arange(flat.numel(), device=dev).add_(shift.index_select(0, row))
     cells = torch.zeros(n * L, dtype=torch.int64, device=dev).index_copy_(0, dest, flat - row * mk).view(n, L)
-    c = torch.zeros(n * L, dtype=DTYPE, device=dev).index_copy_(0, dest, counts.view(-1).index_select(0, flat).to(DTYPE))
+    c = torch.zeros(n * L, dtype=DTYPE, device=dev).index_copy_(0, dest, counts.view(-1).index_select(0, flat))
     lev = torch.arange(K, dtype=DTYPE, device=dev)
     off = s[:, :, None] - lev + 0.5
 
@@ -1727,6 +1725,7 @@ def _fit_dwmtj_landing(
         raise ValueError(f"start: expected whole levels in 0 .. {levels - 1}")
     i, t, s = (_shared_rows(x).contiguous() for x in (i, t, s))
     abs_i, sign_t = i.abs(), torch.sign(i) * t
+    t_med = t.median(1).values  # seconds: a device's typical width, for displacements in sites
     tot = counts.sum(2)
     away = tot - counts.gather(2, s.long().expand(n, m).unsqueeze(2)).squeeze(2)  # trials that moved
     moved_below = torch.where((away > 0) & (abs_i > 0), abs_i, math.inf).amin(1)  # bound on i_c, amperes
@@ -1742,7 +1741,7 @@ def _fit_dwmtj_landing(
             auto[bad] = _dwmtj_rough_start(counts[bad].transpose(1, 2), *(x.expand(n, m)[bad] for x in (i, t, s)))
         # Every pulse that moved the wall (trials away from the start level) bounds i_c from
         # above: at i_c >= |i| the law gives those trials probability 0. Start below the lowest.
-        margin = 0.01 / (auto[:, 1] * t.median(1).values)  # 0.01 sites of displacement
+        margin = 0.01 / (auto[:, 1] * t_med)  # 0.01 sites of displacement
         auto[:, 0] = torch.minimum(auto[:, 0], moved_below - margin)
     else:  # a full matrix of starting values
         auto = torch.zeros((n, 3), dtype=DTYPE, device=device)
@@ -1750,7 +1749,7 @@ def _fit_dwmtj_landing(
     _positive(start_p[:, 1], "mobility")
     _positive(start_p[:, 2], "sigma")
     data = _subset({"breaks": torch.where(abs_i > 0, abs_i, math.inf), "moved_below": moved_below,
-                    "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t.median(1).values),
+                    "ic_ref": start_p[:, 0], "ic_scale": 1.0 / (start_p[:, 1] * t_med),
                     "mob_ref": start_p[:, 1], "sig_ref": start_p[:, 2]}, order)
     data.update(entries)
     theta0 = torch.zeros((n, 3), dtype=DTYPE, device=device)

@@ -19,9 +19,8 @@ point leaves the original file as it was.
 
 from __future__ import annotations
 
-import logging
-
 import csv
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field

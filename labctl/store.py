@@ -91,10 +91,10 @@ __all__ = [
 
 FORMAT = "labctl-run/1"
 
-# Oldest HDF5 object formats that support SWMR; newer features only where needed, so files stay
-# readable by HDF5 >= 1.10 (h5py builds on older libraries than the one that wrote them).
 log = logging.getLogger(__name__)
 
+# Oldest HDF5 object formats that support SWMR; newer features only where needed, so files stay
+# readable by HDF5 >= 1.10 (h5py builds on older libraries than the one that wrote them).
 LIBVER = ("v110", "latest")
 
 EVENT_DTYPE = np.dtype(

@@ -31,10 +31,9 @@ Sweep file::
 
 from __future__ import annotations
 
-import logging
-
 import itertools
 import json
+import logging
 import math
 import os
 import time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from importlib import resources
+from pathlib import Path
 
 import pyvisa
 
@@ -26,6 +27,18 @@ SAFE_QUERIES = {  # model -> (query, check of the reply) proving outputs off and
 def embedded(name: str) -> dict:
     text = resources.files("labctl.defaults").joinpath("stations", name + ".toml").read_text()
     return tomllib.loads(text)
+
+
+def reduced_protocol(name: str, changes: dict[str, str], folder: Path) -> Path:
+    """The embedded protocol ``name`` with each text ``old`` replaced by ``new`` (each must be
+    there), written as ``folder/name.toml``: a shorter run of the same protocol."""
+    text = resources.files("labctl.defaults").joinpath("protocols", name + ".toml").read_text()
+    for old, new in changes.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = Path(folder) / f"{name}.toml"
+    path.write_text(text)
+    return path
 
 
 def served(name: str, faults=(), latency_s: float = 0.0, timeout_s: float | None = None, retries: int | None = None,

@@ -23,9 +23,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from bench_helpers import reduced_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOLS = ROOT / "labctl/defaults/protocols"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 CASES = {  # reduced settings: a few seconds per run; several checkpoints (safe points) in each
@@ -38,13 +38,7 @@ WALL_CLOCK_FIELDS = ("train_time_s", "elapsed", "time", "wall")  # differ betwee
 
 
 def reduced(name: str, tmp_path: Path) -> Path:
-    text = (PROTOCOLS / f"{name}.toml").read_text()
-    for old, new in CASES[name].items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
+    return reduced_protocol(name, CASES[name], tmp_path)
 
 
 def labctl(*args, cwd: Path) -> subprocess.CompletedProcess:

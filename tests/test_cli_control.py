@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from bench_helpers import reduced_protocol
 
 LABCTL = [sys.executable, "-m", "labctl"]
 ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}
@@ -52,13 +53,7 @@ def short_main_job(tmp_path: Path) -> str:
     that a test that races a second command against a live run, or interrupts one, does not then
     wait ~30 s for the rest of the training. The race itself is the main job's: the same
     calibration, checkpoints and file writes."""
-    from importlib import resources  # noqa: PLC0415 - only this helper needs it
-
-    text = resources.files("labctl.defaults").joinpath("protocols", "train-meanvar.toml").read_text()
-    text = text.replace("max_epochs = 100", "max_epochs = 12")
-    assert "max_epochs = 12" in text
-    (tmp_path / "short.toml").write_text(text)
-    return "short.toml"
+    return str(reduced_protocol("train-meanvar", {"max_epochs = 100": "max_epochs = 12"}, tmp_path))
 
 
 def assert_one_line_error(stderr: str) -> None:

@@ -9,15 +9,13 @@ progress for the live curves, drained and redrawn at 5 Hz.
 
 from __future__ import annotations
 
-import logging
-
 import argparse
+import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
-
-import threading
 
 from PyQt5.QtCore import QEventLoop, QObject, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QKeySequence
